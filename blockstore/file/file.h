@@ -1,0 +1,64 @@
+// The operating system behind two small interfaces. Everything in libblockstore reads and writes
+// through them, so a ZFile or LSMT layer can sit on a local file, a registry blob, a cached blob
+// or a fault-injecting file in tests without knowing which.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace dadi::blockstore {
+
+// A file that is read at arbitrary offsets. Implementations are safe for concurrent use by
+// several threads: Pread has no file position.
+class RandomAccessFile {
+ public:
+  virtual ~RandomAccessFile() = default;
+
+  // Size of the file in bytes. Fixed for the lifetime of the object.
+  virtual uint64_t Size() const = 0;
+
+  // Reads min(n, Size() - offset) bytes at `offset` into `buf` and returns how many were read.
+  // A short count happens only at end of file; an offset at or past the end reads 0 bytes.
+  // Errors: the implementation's I/O failure (UNAVAILABLE for a remote that could not be
+  // reached, DATA_LOSS for bytes that failed verification, ...).
+  virtual absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const = 0;
+
+  // Human-readable name used in error messages (a path, or a blob digest).
+  virtual std::string Name() const = 0;
+};
+
+// Reads exactly n bytes at offset, or fails with OUT_OF_RANGE naming the file, `what` (the
+// structure being read, for the message) and the offending range.
+absl::Status PreadExact(const RandomAccessFile& file, uint64_t offset, size_t n, char* buf,
+                        absl::string_view what);
+
+// A file written sequentially. Not thread-safe.
+class WritableFile {
+ public:
+  virtual ~WritableFile() = default;
+  virtual absl::Status Append(absl::string_view data) = 0;
+  // Bytes appended so far.
+  virtual uint64_t Size() const = 0;
+  // Makes everything appended so far durable.
+  virtual absl::Status Sync() = 0;
+  // Flushes and closes; further calls fail. Destruction without Close closes silently.
+  virtual absl::Status Close() = 0;
+  virtual std::string Name() const = 0;
+};
+
+// A local file opened read-only (pread(2) on an owned fd).
+absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenLocalFile(const std::string& path);
+
+// A local file created (or truncated) for writing.
+absl::StatusOr<std::unique_ptr<WritableFile>> CreateLocalFile(const std::string& path);
+
+// An in-memory file over a copy of `data`, for tests and small metadata.
+std::unique_ptr<RandomAccessFile> NewMemoryFile(std::string data, std::string name = "memory");
+
+}  // namespace dadi::blockstore

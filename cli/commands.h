@@ -1,0 +1,12 @@
+// Each command group of `dadi` registers its subcommands on the root app. A subcommand's callback
+// sets the process exit code through `exit_code`.
+#pragma once
+
+#include "CLI/CLI.hpp"
+
+namespace dadi::cli {
+
+// `dadi blob ...`: ZFile, LSMT and layer-blob tools (blob_command.cc).
+void RegisterBlobCommands(CLI::App& app, int& exit_code);
+
+}  // namespace dadi::cli
