@@ -34,7 +34,7 @@ build-fuzz:
 # The whole suite: unit tests, the same under ASan+UBSan, fuzz targets on their corpora for a
 # bounded time, then the end-to-end tests against real containerd and registry. The last line
 # is the summary "N passed, M failed".
-test: build build-asan build-fuzz
+test: deps build build-asan build-fuzz
 	./tests/run-all --containerd $(CONTAINERD)
 
 unit-test: build
@@ -52,7 +52,7 @@ fuzz: build-fuzz
 integration-test: build
 	./integration/run-tests --containerd $(CONTAINERD)
 
-demo: build
+demo: deps build
 	./integration/demo
 
 bench: build
