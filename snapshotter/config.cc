@@ -1,0 +1,110 @@
+#include "snapshotter/config.h"
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "toml++/toml.h"
+
+namespace dadi::snapshotter {
+namespace {
+
+constexpr const char* kLogLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+
+absl::Status CheckLogLevel(const std::string& level, absl::string_view source) {
+  for (const char* l : kLogLevels) {
+    if (level == l) return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(source, ": log_level \"", level,
+                   "\" is not one of trace, debug, info, warn, error, "
+                   "critical, off"));
+}
+
+}  // namespace
+
+absl::Status ApplyConfigToml(absl::string_view toml_text, absl::string_view source,
+                             Config* config) {
+  toml::table table;
+  try {
+    table = toml::parse(std::string_view(toml_text.data(), toml_text.size()),
+                        std::string_view(source.data(), source.size()));
+  } catch (const toml::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ":", e.source().begin.line, ":",
+                                                   e.source().begin.column, ": ",
+                                                   std::string(e.description())));
+  }
+  for (const auto& [key, node] : table) {
+    std::string* field = nullptr;
+    if (key == "root") {
+      field = &config->root;
+    } else if (key == "address") {
+      field = &config->address;
+    } else if (key == "log_level") {
+      field = &config->log_level;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": unknown key \"", std::string(key.str()), "\""));
+    }
+    const std::optional<std::string> value = node.value<std::string>();
+    if (!node.is_string() || !value) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": key \"", std::string(key.str()), "\" must be a string"));
+    }
+    *field = *value;
+  }
+  return CheckLogLevel(config->log_level, source);
+}
+
+absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) {
+  CLI::App app{"dadi-snapshotter: containerd snapshotter (proxy plugin) of dadi"};
+  std::optional<std::string> config_path, root, address, log_level;
+  app.add_option(
+      "--config", config_path,
+      absl::StrCat("TOML configuration file (default ", kDefaultConfigPath, ", if present)"));
+  app.add_option("--root", root, "state directory (key root)");
+  app.add_option("--address", address, "gRPC unix socket (key address)");
+  app.add_option("--log-level", log_level,
+                 "trace, debug, info, warn, error, critical or off (key log_level)");
+  app.set_version_flag("--version", "dadi-snapshotter 0.1.0");
+
+  CommandLine out;
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::ostringstream os, err;
+    out.exit_code = app.exit(e, os, err);
+    out.message = os.str() + err.str();
+    return out;
+  }
+
+  const std::string path = config_path.value_or(kDefaultConfigPath);
+  struct stat st;
+  if (config_path.has_value() || ::stat(path.c_str(), &st) == 0) {
+    std::ifstream in(path);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot read configuration file ", path));
+    std::stringstream text;
+    text << in.rdbuf();
+    if (absl::Status s = ApplyConfigToml(text.str(), path, &out.config); !s.ok()) return s;
+  }
+  if (root) out.config.root = *root;
+  if (address) out.config.address = *address;
+  if (log_level) out.config.log_level = *log_level;
+  if (absl::Status s = CheckLogLevel(out.config.log_level, "--log-level"); !s.ok()) return s;
+  if (out.config.root.empty() || out.config.root[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("root \"", out.config.root, "\" must be an absolute path"));
+  }
+  if (out.config.address.empty() || out.config.address[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address \"", out.config.address, "\" must be an absolute socket path"));
+  }
+  return out;
+}
+
+}  // namespace dadi::snapshotter

@@ -1,0 +1,305 @@
+#include "snapshotter/snapshotter.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "snapshotter/fs_util.h"
+#include "snapshotter/mounts.h"
+#include "spdlog/spdlog.h"
+
+namespace dadi::snapshotter {
+
+absl::Status ValidateLabels(const Labels& labels) {
+  for (const auto& [k, v] : labels) {
+    if (k.size() + v.size() > kMaxLabelSize) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "label \"", k.substr(0, 64), k.size() > 64 ? "..." : "", "\": key and value (",
+          k.size() + v.size(), " bytes) exceed the maximum of ", kMaxLabelSize, " bytes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+std::optional<absl::string_view> InfoField(const Info& info, const std::vector<std::string>& path) {
+  if (path.empty()) return std::nullopt;
+  const std::string& field = path[0];
+  if (field == "kind") {
+    if (info.kind == Kind::kUnknown) return std::nullopt;
+    return KindName(info.kind);
+  }
+  if (field == "name") return absl::string_view(info.name);
+  if (field == "parent") return absl::string_view(info.parent);
+  if (field == "labels") {
+    // As containerd's adaptor: the rest of the path, joined by ".", is the label key.
+    if (info.labels.empty()) return std::nullopt;
+    const std::string key = absl::StrJoin(path.begin() + 1, path.end(), ".");
+    auto it = info.labels.find(key);
+    if (it == info.labels.end()) return std::nullopt;
+    return absl::string_view(it->second);
+  }
+  return std::nullopt;
+}
+
+bool IsDir(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+}  // namespace
+
+std::string Snapshotter::SnapshotDir(int64_t id) const {
+  return absl::StrCat(root_, "/snapshots/", id);
+}
+
+std::string Snapshotter::FsDir(int64_t id) const { return SnapshotDir(id) + "/fs"; }
+
+absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const std::string& root_arg) {
+  std::string root = root_arg;
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  if (root.empty() || root[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat("root \"", root_arg, "\" is not absolute"));
+  }
+  // The root holds metadata and every layer: only root may enter.
+  for (const std::string& dir : {root, root + "/snapshots", root + "/staging"}) {
+    if (absl::Status st = MakeDir(dir, 0700); !st.ok()) return st;
+  }
+  // One process per root: the lock is released by the kernel when the process dies.
+  UniqueFd lock(::open((root + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (lock.get() < 0) return ErrnoStatus(errno, "open " + root + "/lock");
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("root ", root, " is in use by another dadi-snapshotter"));
+    }
+    return ErrnoStatus(errno, "flock " + root + "/lock");
+  }
+  auto store = MetaStore::Open(root + "/metadata.db");
+  if (!store.ok()) return store.status();
+  std::unique_ptr<Snapshotter> s(new Snapshotter(root, *std::move(store)));
+  s->lock_ = std::move(lock);
+  if (absl::Status st = s->Reconcile(); !st.ok()) return st;
+  return s;
+}
+
+absl::Status Snapshotter::RemoveUnowned(bool all_staging, std::vector<std::string>* removed) {
+  // List before reading the ids: a directory appears under snapshots/ only inside the
+  // transaction that records its id, so every listed directory that is owned has its id
+  // visible by the time the ids are read.
+  auto names = ListDir(root_ + "/snapshots");
+  if (!names.ok()) return names.status();
+  auto ids = store_->Ids();
+  if (!ids.ok()) return ids.status();
+  const std::set<int64_t> owned(ids->begin(), ids->end());
+  absl::Status result;
+  auto remove = [&](const std::string& path) {
+    if (absl::Status st = RemoveTree(path); !st.ok()) {
+      spdlog::warn("cleanup: {}", st.ToString());
+      result.Update(st);
+    } else if (removed != nullptr) {
+      removed->push_back(path);
+    }
+  };
+  for (const std::string& name : *names) {
+    int64_t id = 0;
+    if (absl::SimpleAtoi(name, &id) && absl::StrCat(id) == name && owned.count(id) != 0) continue;
+    remove(absl::StrCat(root_, "/snapshots/", name));
+  }
+  auto staged = ListDir(root_ + "/staging");
+  if (!staged.ok()) return staged.status();
+  for (const std::string& name : *staged) {
+    // new-* belong to Prepare/View calls in flight; only a fresh start may remove them.
+    if (all_staging || name.rfind("rm-", 0) == 0) remove(absl::StrCat(root_, "/staging/", name));
+  }
+  return result;
+}
+
+absl::Status Snapshotter::Reconcile() {
+  if (absl::Status st = RemoveUnowned(true, &report_.removed_dirs); !st.ok()) return st;
+  for (const std::string& dir : report_.removed_dirs) {
+    spdlog::warn("reconcile: removed {}: no snapshot owns it", dir);
+  }
+  auto ids = store_->Ids();
+  if (!ids.ok()) return ids.status();
+  std::vector<int64_t> missing;
+  for (int64_t id : *ids) {
+    if (!IsDir(FsDir(id))) missing.push_back(id);
+  }
+  if (missing.empty()) return absl::OkStatus();
+  auto dropped = store_->DropWithDescendants(missing);
+  if (!dropped.ok()) return dropped.status();
+  for (const std::string& name : *dropped) {
+    spdlog::error("reconcile: dropped snapshot \"{}\": its directory (or its parent's) is missing",
+                  name);
+  }
+  report_.dropped_snapshots = *std::move(dropped);
+  // Descendants dropped above may have left directories behind.
+  return RemoveUnowned(true, &report_.removed_dirs);
+}
+
+std::vector<Mount> Snapshotter::MountsFor(const SnapshotRecord& rec) const {
+  MountSpec spec;
+  spec.kind = rec.info.kind;
+  spec.fs_dir = FsDir(rec.id);
+  spec.work_dir = SnapshotDir(rec.id) + "/work";
+  for (int64_t pid : rec.parent_ids) spec.parent_fs_dirs.push_back(FsDir(pid));
+  return BuildMounts(spec);
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::string& key,
+                                                       const std::string& parent,
+                                                       const Labels& labels) {
+  if (key.empty()) return absl::InvalidArgumentError("snapshot key is empty");
+  if (absl::Status st = ValidateLabels(labels); !st.ok()) return st;
+
+  std::string staged = root_ + "/staging/new-XXXXXX";
+  if (::mkdtemp(staged.data()) == nullptr) return ErrnoStatus(errno, "mkdtemp " + staged);
+  int64_t placed_id = 0;
+  auto cleanup = [&] {
+    (void)RemoveTree(staged);
+    if (placed_id != 0) (void)RemoveTree(SnapshotDir(placed_id));
+  };
+  // Modes as containerd's overlayfs snapshotter gives them, whatever the umask.
+  absl::Status made = MakeDir(staged + "/fs", 0755);
+  if (made.ok() && kind == Kind::kActive) made = MakeDir(staged + "/work", 0711);
+  if (!made.ok()) {
+    cleanup();
+    return made;
+  }
+
+  auto rec = store_->Create(kind, key, parent, labels, absl::Now(),
+                            [&](int64_t id, int64_t parent_id) -> absl::Status {
+                              if (parent_id != 0) {
+                                // The upper dir takes the owner of the layer below, as
+                                // containerd does for remapped user namespaces.
+                                struct stat st;
+                                if (::stat(FsDir(parent_id).c_str(), &st) == 0 &&
+                                    ::lchown((staged + "/fs").c_str(), st.st_uid, st.st_gid) != 0) {
+                                  return ErrnoStatus(errno, "chown " + staged + "/fs");
+                                }
+                              }
+                              if (::rename(staged.c_str(), SnapshotDir(id).c_str()) != 0) {
+                                return ErrnoStatus(errno, "rename " + staged);
+                              }
+                              placed_id = id;
+                              return absl::OkStatus();
+                            });
+  if (!rec.ok()) {
+    cleanup();
+    return rec.status();
+  }
+  spdlog::debug("{} \"{}\" (id {}) on \"{}\"", kind == Kind::kActive ? "prepared" : "viewed", key,
+                rec->id, parent);
+  return MountsFor(*rec);
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::Prepare(const std::string& key,
+                                                        const std::string& parent,
+                                                        const Labels& labels) {
+  return Create(Kind::kActive, key, parent, labels);
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::View(const std::string& key,
+                                                     const std::string& parent,
+                                                     const Labels& labels) {
+  return Create(Kind::kView, key, parent, labels);
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::Mounts(const std::string& key) {
+  auto rec = store_->GetWithParents(key);
+  if (!rec.ok()) return rec.status();
+  if (rec->info.kind != Kind::kActive && rec->info.kind != Kind::kView) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("snapshot \"", key, "\" is ", KindName(rec->info.kind),
+                     "; only active snapshots and views have mounts"));
+  }
+  return MountsFor(*rec);
+}
+
+absl::Status Snapshotter::Commit(const std::string& name, const std::string& key,
+                                 const Labels& labels) {
+  if (name.empty()) return absl::InvalidArgumentError("committed snapshot name is empty");
+  if (absl::Status st = ValidateLabels(labels); !st.ok()) return st;
+  auto rec = store_->CheckCommit(key, name);
+  if (!rec.ok()) return rec.status();
+  // Measured once, outside the store's lock: a committed snapshot does not change.
+  auto usage = DiskUsage(FsDir(rec->id));
+  if (!usage.ok()) return usage.status();
+  if (absl::Status st = store_->Commit(key, name, rec->id, labels, *usage, absl::Now()); !st.ok()) {
+    return st;
+  }
+  spdlog::debug("committed \"{}\" as \"{}\" (id {})", key, name, rec->id);
+  return absl::OkStatus();
+}
+
+absl::Status Snapshotter::Remove(const std::string& key) {
+  auto id = store_->Remove(key);
+  if (!id.ok()) return id.status();
+  // The metadata is gone; the directory follows. Moving it to staging first makes the removal
+  // atomic for anyone looking at snapshots/; what a crash leaves is swept by Open/Cleanup.
+  const std::string dir = SnapshotDir(*id);
+  const std::string trash = absl::StrCat(root_, "/staging/rm-", *id);
+  std::string victim = trash;
+  if (::rename(dir.c_str(), trash.c_str()) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    spdlog::warn("rename {} to {}: {}", dir, trash, std::strerror(errno));
+    victim = dir;
+  }
+  if (absl::Status st = RemoveTree(victim); !st.ok()) {
+    spdlog::warn("removed snapshot \"{}\" but not its directory: {}", key, st.ToString());
+  }
+  spdlog::debug("removed \"{}\" (id {})", key, *id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Info> Snapshotter::Stat(const std::string& key) {
+  auto rec = store_->Get(key);
+  if (!rec.ok()) return rec.status();
+  return std::move(rec->info);
+}
+
+absl::StatusOr<Info> Snapshotter::Update(const Info& info, const std::vector<std::string>& paths) {
+  if (info.name.empty()) return absl::InvalidArgumentError("snapshot name is empty");
+  return store_->Update(info, paths, absl::Now(), ValidateLabels);
+}
+
+absl::Status Snapshotter::Walk(const Filter& filter,
+                               absl::FunctionRef<absl::Status(const Info&)> fn) {
+  auto records = store_->List();
+  if (!records.ok()) return records.status();
+  for (const SnapshotRecord& rec : *records) {
+    const bool match = filter.Match(
+        [&](const std::vector<std::string>& path) { return InfoField(rec.info, path); });
+    if (!match) continue;
+    if (absl::Status st = fn(rec.info); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Usage> Snapshotter::GetUsage(const std::string& key) {
+  auto rec = store_->Get(key);
+  if (!rec.ok()) return rec.status();
+  if (rec->info.kind == Kind::kCommitted) return rec->usage;
+  return DiskUsage(FsDir(rec->id));
+}
+
+absl::Status Snapshotter::Cleanup() {
+  std::vector<std::string> removed;
+  absl::Status st = RemoveUnowned(false, &removed);
+  for (const std::string& dir : removed) spdlog::info("cleanup: removed {}", dir);
+  return st;
+}
+
+}  // namespace dadi::snapshotter
