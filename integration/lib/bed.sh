@@ -1,0 +1,289 @@
+# shellcheck shell=bash
+# The hermetic test bed: one scratch directory holding a docker-registry, a private containerd
+# of a chosen series (its own root, state, sockets and config, with dadi-snapshotter as proxy
+# plugin "dadi") and dadi-snapshotter itself. Everything listens on loopback ports or unix
+# sockets inside the scratch directory. bed_stop tears it all down (tasks, shims, daemons,
+# mounts, loop devices, cgroups) and is installed as an EXIT trap by bed_start.
+#
+# After bed_start these are set:
+#   BED_DIR        the scratch directory
+#   BED_SERIES     containerd series (1.6, 1.7, 2.1)
+#   BED_NS         the containerd namespace the bed uses (unique, so cgroups never clash)
+#   BED_REGISTRY   host:port of the registry (plain HTTP)
+#   BED_DADI       1 when dadi-snapshotter runs, 0 when its binary is not built yet
+# and bctr runs this bed's ctr against this bed's containerd.
+
+# shellcheck source=SCRIPTDIR/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# shellcheck source=SCRIPTDIR/containerd.sh
+source "$(dirname "${BASH_SOURCE[0]}")/containerd.sh"
+
+DADI_SNAPSHOTTER_BIN=${DADI_SNAPSHOTTER_BIN:-$DADI_BUILD_DIR/snapshotter/dadi-snapshotter}
+
+bctr() {
+  "$BED_CONTAINERD_DIR/usr/bin/ctr" --address "$BED_DIR/containerd/containerd.sock" \
+    --namespace "$BED_NS" "$@"
+}
+
+_bed_pids=()
+
+_bed_write_registry_config() {
+  cat >"$BED_DIR/registry/config.yml" <<YML
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $BED_DIR/registry/data
+  delete:
+    enabled: true
+http:
+  addr: $BED_REGISTRY
+YML
+}
+
+_bed_arch() {
+  case $(uname -m) in x86_64) echo amd64 ;; aarch64) echo arm64 ;; *) uname -m ;; esac
+}
+
+_bed_write_containerd_config() {
+  local c=$BED_DIR/containerd
+  if [ "${BED_SERIES%%.*}" = 1 ]; then
+    cat >"$c/config.toml" <<TOML
+version = 2
+root = "$c/root"
+state = "$c/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri", "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = "$c/containerd.sock"
+[ttrpc]
+  address = "$c/containerd.sock.ttrpc"
+[debug]
+  address = "$c/debug.sock"
+  level = "info"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$c/opt"
+
+[proxy_plugins.dadi]
+  type = "snapshot"
+  address = "$BED_DIR/dadi/dadi.sock"
+TOML
+  else
+    cat >"$c/config.toml" <<TOML
+version = 3
+root = "$c/root"
+state = "$c/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri", "io.containerd.tracing.processor.v1.otlp", "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.sandbox.controller.v1.shim"]
+
+[grpc]
+  address = "$c/containerd.sock"
+[ttrpc]
+  address = "$c/containerd.sock.ttrpc"
+[debug]
+  address = "$c/debug.sock"
+  level = "info"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$c/opt"
+
+# containerd 2.x pulls through its transfer service, which unpacks only for the snapshotters
+# listed here.
+[plugins."io.containerd.transfer.v1.local"]
+$(for s in overlayfs native dadi; do
+    printf '  [[plugins."io.containerd.transfer.v1.local".unpack_config]]\n'
+    printf '    platform = "linux/%s"\n    snapshotter = "%s"\n' "$(_bed_arch)" "$s"
+  done)
+
+[proxy_plugins.dadi]
+  type = "snapshot"
+  address = "$BED_DIR/dadi/dadi.sock"
+TOML
+  fi
+}
+
+bed_start_registry() {
+  mkdir -p "$BED_DIR/registry/data"
+  BED_REGISTRY=127.0.0.1:$(free_port)
+  _bed_write_registry_config
+  docker-registry serve "$BED_DIR/registry/config.yml" >"$BED_DIR/logs/registry.log" 2>&1 &
+  BED_REGISTRY_PID=$!
+  disown "$BED_REGISTRY_PID"
+  wait_until 30 "registry on $BED_REGISTRY" curl -fsS "http://$BED_REGISTRY/v2/" ||
+    { tail "$BED_DIR/logs/registry.log" >&2; return 1; }
+}
+
+# bed_start_snapshotter: starts (or restarts) dadi-snapshotter on $BED_DIR/dadi/dadi.sock.
+bed_start_snapshotter() {
+  if [ ! -x "$DADI_SNAPSHOTTER_BIN" ]; then
+    BED_DADI=0
+    log "dadi-snapshotter not built ($DADI_SNAPSHOTTER_BIN); the bed runs without it"
+    return 0
+  fi
+  mkdir -p "$BED_DIR/dadi/root"
+  chmod 0700 "$BED_DIR/dadi"
+  : >"$BED_DIR/dadi/config.toml"
+  rm -f "$BED_DIR/dadi/dadi.sock"
+  "$DADI_SNAPSHOTTER_BIN" --config "$BED_DIR/dadi/config.toml" --root "$BED_DIR/dadi/root" \
+    --address "$BED_DIR/dadi/dadi.sock" --log-level "${DADI_LOG_LEVEL:-info}" \
+    >>"$BED_DIR/logs/dadi-snapshotter.log" 2>&1 &
+  BED_SNAPSHOTTER_PID=$!
+  disown "$BED_SNAPSHOTTER_PID"
+  wait_until 30 "dadi-snapshotter socket" test -S "$BED_DIR/dadi/dadi.sock" ||
+    { tail "$BED_DIR/logs/dadi-snapshotter.log" >&2; return 1; }
+  BED_DADI=1
+}
+
+# bed_stop_snapshotter [SIGNAL]: stops dadi-snapshotter (TERM by default) and waits for it.
+bed_stop_snapshotter() {
+  local sig=${1:-TERM}
+  [ -n "${BED_SNAPSHOTTER_PID:-}" ] || return 0
+  _bed_kill_wait "$BED_SNAPSHOTTER_PID" "$sig" 20
+  BED_SNAPSHOTTER_PID=
+}
+
+bed_start_containerd() {
+  local c=$BED_DIR/containerd runc
+  mkdir -p "$c/root" "$c/state" "$c/opt"
+  _bed_write_containerd_config
+  runc=$(runc_path)
+  # The shim and runc are found through PATH: this series' shim first, then the chosen runc.
+  PATH="$BED_CONTAINERD_DIR/usr/bin:$(dirname "$runc"):$PATH" \
+    "$BED_CONTAINERD_DIR/usr/bin/containerd" --config "$c/config.toml" \
+    >"$BED_DIR/logs/containerd.log" 2>&1 &
+  BED_CONTAINERD_PID=$!
+  disown "$BED_CONTAINERD_PID"
+  wait_until 60 "containerd $BED_SERIES" bctr version ||
+    { tail -n 30 "$BED_DIR/logs/containerd.log" >&2; return 1; }
+}
+
+# bed_start SERIES: the whole bed. Installs bed_stop as the EXIT trap.
+bed_start() {
+  BED_SERIES=$1
+  BED_CONTAINERD_DIR=$(containerd_dir "$BED_SERIES")
+  BED_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dadi-bed.XXXXXX")
+  BED_NS=dadi-$(basename "$BED_DIR" | cut -d. -f2 | tr '[:upper:]' '[:lower:]')
+  mkdir -p "$BED_DIR/logs"
+  trap 'bed_stop' EXIT
+  trap 'exit 130' INT TERM
+  log "bed $BED_DIR: containerd $(basename "$BED_CONTAINERD_DIR"), namespace $BED_NS"
+  bed_start_registry
+  bed_start_snapshotter
+  bed_start_containerd
+  export BED_DIR BED_SERIES BED_NS BED_REGISTRY BED_DADI BED_CONTAINERD_DIR
+}
+
+# _bed_kill_wait PID SIGNAL TIMEOUT: signals PID, waits up to TIMEOUT s, then SIGKILLs it.
+_bed_kill_wait() {
+  local pid=$1 sig=$2 timeout=$3
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -s "$sig" "$pid" 2>/dev/null || true
+  if ! wait_until "$timeout" "pid $pid to exit" _bed_gone "$pid"; then
+    kill -s KILL "$pid" 2>/dev/null || true
+    wait_until 10 "pid $pid to die" _bed_gone "$pid" || true
+  fi
+}
+
+# A zombie counts as gone (the daemons are disowned; bash reaps them when it notices).
+_bed_gone() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 0
+  [ "$state" = Z ]
+}
+
+# Processes whose command line mentions the scratch directory (shims, leftovers), not ours.
+_bed_stray_pids() {
+  local pid
+  for pid in $(pgrep -f -- "$BED_DIR" || true); do
+    [ "$pid" != $$ ] && [ "$pid" != "$BASHPID" ] && echo "$pid"
+  done
+}
+
+_bed_kill_tasks() {
+  local ns task
+  for ns in $(bctr namespaces list -q 2>/dev/null); do
+    for task in $(bctr -n "$ns" task list -q 2>/dev/null); do
+      "$BED_CONTAINERD_DIR/usr/bin/ctr" --address "$BED_DIR/containerd/containerd.sock" -n "$ns" \
+        task kill -a -s SIGKILL "$task" >/dev/null 2>&1 || true
+    done
+  done
+}
+
+# Kills every process left in this bed's cgroups (namespace $BED_NS) and removes the cgroups.
+_bed_clean_cgroups() {
+  local d pid
+  for d in /sys/fs/cgroup/*/"$BED_NS" /sys/fs/cgroup/"$BED_NS"; do
+    [ -d "$d" ] || continue
+    cat "$d"/*/cgroup.procs "$d"/cgroup.procs 2>/dev/null | while read -r pid; do
+      kill -s KILL "$pid" 2>/dev/null || true
+    done
+    find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
+
+_bed_unmount_all() {
+  local m
+  for m in $(findmnt -rn -o TARGET | grep -F -- "$BED_DIR" | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
+}
+
+_bed_detach_loops() {
+  local dev file
+  while read -r dev file; do
+    case $file in "$BED_DIR"/*) losetup -d "$dev" 2>/dev/null || true ;; esac
+  done < <(losetup -n -l -O NAME,BACK-FILE 2>/dev/null || true)
+}
+
+# bed_leaks: prints what the bed left behind (processes, mounts, loop devices); empty if none.
+bed_leaks() {
+  local p
+  for p in $(_bed_stray_pids); do echo "process $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)"; done
+  findmnt -rn -o TARGET | grep -F -- "$BED_DIR" | sed 's/^/mount /' || true
+  losetup -n -l -O NAME,BACK-FILE 2>/dev/null | grep -F -- "$BED_DIR" | sed 's/^/loop /' || true
+}
+
+bed_stop() {
+  local rc=$? p
+  set +e
+  trap - EXIT
+  [ -n "${BED_DIR:-}" ] && [ -d "$BED_DIR" ] || return $rc
+  if [ -n "${BED_KEEP:-}" ]; then log "BED_KEEP set: leaving $BED_DIR running"; return $rc; fi
+  if [ -n "${BED_CONTAINERD_PID:-}" ] && kill -0 "$BED_CONTAINERD_PID" 2>/dev/null; then
+    _bed_kill_tasks
+  fi
+  _bed_clean_cgroups
+  [ -z "${BED_CONTAINERD_PID:-}" ] || _bed_kill_wait "$BED_CONTAINERD_PID" TERM 20
+  for p in $(_bed_stray_pids); do kill -s KILL "$p" 2>/dev/null || true; done
+  _bed_clean_cgroups
+  bed_stop_snapshotter TERM
+  # The registry keeps nothing worth a graceful stop (and ignores SIGTERM without a drain timeout).
+  [ -z "${BED_REGISTRY_PID:-}" ] || _bed_kill_wait "$BED_REGISTRY_PID" KILL 10
+  _bed_unmount_all
+  _bed_detach_loops
+  wait_until 10 "stray processes of $BED_DIR to exit" test -z "$(_bed_stray_pids)"
+  local leaks
+  leaks=$(bed_leaks)
+  if [ -n "$leaks" ]; then
+    log "bed $BED_DIR leaked:"
+    printf '%s\n' "$leaks" >&2
+    [ $rc -ne 0 ] || rc=1
+  else
+    rm -rf --one-file-system "$BED_DIR"
+  fi
+  return $rc
+}
+
+# bed_push_image NAME: builds (or takes from the cache) image NAME, pushes it to the bed's
+# registry and prints its reference.
+bed_push_image() {
+  local name=$1 dir ref
+  dir=$("$DADI_REPO_DIR/integration/images/build" "$name" | awk -v n="$name" '$1 == n {print $2}')
+  [ -n "$dir" ] || die "no image $name"
+  ref=$BED_REGISTRY/dadi/$name:latest
+  skopeo copy --quiet --dest-tls-verify=false "oci:$dir/oci:$name" "docker://$ref" >&2
+  echo "$ref"
+}

@@ -1,0 +1,53 @@
+# shellcheck shell=bash
+# Helpers shared by every integration script: logging, cache paths, the Debian mirror, free
+# loopback ports and polling with a timeout. Sourced, never executed.
+
+DADI_REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+DADI_CACHE_DIR=${DADI_CACHE_DIR:-/var/cache/dadi}
+DADI_BUILD_DIR=${DADI_BUILD_DIR:-$DADI_REPO_DIR/build}
+export DADI_REPO_DIR DADI_CACHE_DIR DADI_BUILD_DIR
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# The URI of Debian's main archive, read from the apt sources of this machine so that no host
+# name is written into the repository. The first deb822 stanza whose suites are not *-security.
+debian_mirror_uri() {
+  local f=${DADI_DEBIAN_SOURCES:-/etc/apt/sources.list.d/debian.sources}
+  [ -r "$f" ] || die "cannot read $f"
+  awk '
+    function flush() { if (uri != "" && suites !~ /-security/ && !done) { print uri; done = 1 } uri = ""; suites = "" }
+    /^[[:space:]]*$/ { flush(); next }
+    /^URIs:/ { uri = $2 }
+    /^Suites:/ { suites = $0 }
+    END { flush() }
+  ' "$f"
+}
+
+# A free TCP port on 127.0.0.1 (the kernel picks it; a race with another process is possible
+# but harmless in practice, the caller fails loudly).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_until TIMEOUT_SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.1 s until it succeeds.
+wait_until() {
+  local timeout=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "timed out after ${timeout}s waiting for $what"
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# sha256 of the files and strings given, used as cache keys.
+cache_key() {
+  local item
+  for item in "$@"; do
+    if [ -f "$item" ]; then sha256sum <"$item"; else printf '%s\n' "$item"; fi
+  done | sha256sum | cut -c1-16
+}

@@ -1,0 +1,42 @@
+# shellcheck shell=bash
+# Sourced by every test in integration/tests/. A test is a bash script that exits 0 (pass),
+# 77 (skipped: what it needs is not built) or anything else (fail). It starts its own bed with
+# test_begin; the bed is torn down when the script exits, and leaks fail the test.
+#
+#   DADI_CONTAINERD   containerd series the test runs against (1.6 by default)
+#   TEST_SNAPSHOTTER  the snapshotter under test, "dadi" by default; "overlayfs" checks the
+#                     tests themselves against containerd's built-in snapshotter
+
+set -euo pipefail
+# shellcheck source=SCRIPTDIR/bed.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bed.sh"
+# shellcheck source=SCRIPTDIR/tree.sh
+source "$(dirname "${BASH_SOURCE[0]}")/tree.sh"
+
+TEST_SNAPSHOTTER=${TEST_SNAPSHOTTER:-dadi}
+SNAP=$TEST_SNAPSHOTTER
+
+test_begin() {
+  if [ "$SNAP" = dadi ] && [ ! -x "$DADI_SNAPSHOTTER_BIN" ]; then
+    log "SKIP: $DADI_SNAPSHOTTER_BIN is not built"
+    exit 77
+  fi
+  bed_start "${DADI_CONTAINERD:-1.6}"
+}
+
+fail() { log "FAIL: $*"; exit 1; }
+
+# expect_eq WHAT EXPECTED ACTUAL
+expect_eq() {
+  [ "$2" = "$3" ] || fail "$1: expected '$2', got '$3'"
+  log "ok: $1 = '$3'"
+}
+
+# pull REF: ctr image pull with the snapshotter under test.
+pull() { bctr images pull --plain-http --snapshotter "$SNAP" "$1" >/dev/null; }
+
+# task_status ID: RUNNING, STOPPED, ... or nothing.
+task_status() { bctr tasks list | awk -v id="$1" '$1 == id {print $3}'; }
+
+# snapshot_keys: the keys the snapshotter under test lists, sorted.
+snapshot_keys() { bctr snapshots --snapshotter "$SNAP" list | awk 'NR > 1 {print $1}' | sort; }

@@ -1,0 +1,47 @@
+# shellcheck shell=bash
+# Comparing the file tree of an image as two snapshotters present it. Needs a started bed.
+
+# image_chain_id REF: the chain id of REF's top layer (the key of its committed snapshot),
+# computed from the image config in containerd's content store.
+image_chain_id() {
+  local ref=$1 manifest config
+  manifest=$(bctr images list | awk -v r="$ref" '$1 == r {print $3}')
+  [ -n "$manifest" ] || { log "image $ref not in containerd"; return 1; }
+  config=$(bctr content get "$manifest" | jq -r .config.digest)
+  bctr content get "$config" | python3 -c '
+import hashlib, json, sys
+ids = json.load(sys.stdin)["rootfs"]["diff_ids"]
+chain = ids[0]
+for d in ids[1:]:
+    chain = "sha256:" + hashlib.sha256((chain + " " + d).encode()).hexdigest()
+print(chain)'
+}
+
+# snapshot_mount SNAPSHOTTER KEY TARGET: mounts the snapshot KEY at TARGET using the mounts
+# the snapshotter returns.
+snapshot_mount() {
+  local snapshotter=$1 key=$2 target=$3 cmd
+  mkdir -p "$target"
+  # ctr prints the mount as a command line: "mount -t TYPE SOURCE TARGET -o OPTIONS".
+  cmd=$(bctr snapshots --snapshotter "$snapshotter" mounts "$target" "$key")
+  case $cmd in "mount -t "*) ;; *) log "unexpected mounts of $key: $cmd"; return 1 ;; esac
+  [ "$(printf '%s\n' "$cmd" | wc -l)" -eq 1 ] || { log "several mounts for $key: $cmd"; return 1; }
+  # shellcheck disable=SC2086 # the line is split into words on purpose; no globbing in it
+  (set -f; $cmd)
+}
+
+# tree_of_image SNAPSHOTTER REF OUT: pulls REF with SNAPSHOTTER (if not yet), mounts a view of
+# its top snapshot read-only inside the bed and writes the tree listing to OUT.
+tree_of_image() {
+  local snapshotter=$1 ref=$2 out=$3 chain key mnt
+  bctr images pull --plain-http --snapshotter "$snapshotter" "$ref" >/dev/null
+  chain=$(image_chain_id "$ref")
+  key=tree-view-$snapshotter-$RANDOM
+  mnt=$BED_DIR/mnt/$key
+  bctr snapshots --snapshotter "$snapshotter" view "$key" "$chain" >/dev/null
+  snapshot_mount "$snapshotter" "$key" "$mnt"
+  python3 "$DADI_REPO_DIR/integration/lib/tree-walk.py" "$mnt" >"$out"
+  umount "$mnt"
+  rmdir "$mnt"
+  bctr snapshots --snapshotter "$snapshotter" rm "$key"
+}
