@@ -1,0 +1,229 @@
+#include "blockstore/zfile/zfile_reader.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "blockstore/file/coding.h"
+#include "blockstore/zfile/crc32c.h"
+#include "blockstore/zfile/zfile_codec.h"
+
+namespace dadi::blockstore {
+
+ZFileReader::ZFileReader(std::shared_ptr<const RandomAccessFile> file, ZFileReaderOptions options)
+    : file_(std::move(file)), options_(std::move(options)) {
+  cache_ = options_.cache != nullptr ? options_.cache
+                                     : std::make_shared<BlockCache>(options_.cache_bytes);
+  cache_id_ = cache_->NewId();
+}
+
+ZFileReader::~ZFileReader() {
+  for (void* d : dctx_pool_) zfile_internal::FreeZstdDctx(d);
+}
+
+absl::StatusOr<std::unique_ptr<ZFileReader>> ZFileReader::Open(
+    std::shared_ptr<const RandomAccessFile> file, ZFileReaderOptions options) {
+  const std::string name = file->Name();
+  const uint64_t size = file->Size();
+  constexpr uint64_t kHL = ZFileHeader::kEncodedLength;
+  if (size < 2 * kHL) {
+    return absl::DataLossError(absl::StrCat(name, ": ZFile too short (", size,
+                                            " bytes; header and trailer need ", 2 * kHL, ")"));
+  }
+  std::unique_ptr<ZFileReader> r(new ZFileReader(std::move(file), std::move(options)));
+  char buf[kHL];
+  if (absl::Status s = PreadExact(*r->file_, 0, kHL, buf, "ZFile header"); !s.ok()) return s;
+  if (absl::Status s = r->header_.DecodeFrom(absl::string_view(buf, kHL), name); !s.ok()) return s;
+  if (!r->header_.is_header()) {
+    return absl::DataLossError(absl::StrCat(name, ": ZFile header lacks flag is_header"));
+  }
+  if (r->header_.header_overwrite()) {
+    r->info_ = r->header_;
+  } else {
+    if (absl::Status s = PreadExact(*r->file_, size - kHL, kHL, buf, "ZFile trailer"); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = r->info_.DecodeFrom(absl::string_view(buf, kHL), name); !s.ok()) {
+      return s;
+    }
+    if (r->info_.is_header()) {
+      return absl::DataLossError(absl::StrCat(name, ": ZFile trailer has flag is_header set"));
+    }
+  }
+  const ZFileHeader& info = r->info_;
+  // The jump table ends where the trailer begins.
+  const uint64_t data_start = kHL + info.dict_size;
+  if (info.index_size > (size - 2 * kHL) / 4) {
+    return absl::DataLossError(absl::StrCat(name, ": ZFile field index_size = ", info.index_size,
+                                            " does not fit in a file of ", size, " bytes"));
+  }
+  if (info.index_offset < data_start || info.index_offset + 4 * info.index_size != size - kHL) {
+    return absl::DataLossError(absl::StrCat(name,
+                                            ": ZFile field index_offset = ", info.index_offset,
+                                            " with index_size = ", info.index_size,
+                                            " does not end at the trailer (file size ", size, ")"));
+  }
+  if (info.index_size != info.BlockCount()) {
+    return absl::DataLossError(absl::StrCat(name, ": ZFile field index_size = ", info.index_size,
+                                            " but original_file_size = ", info.original_file_size,
+                                            " needs ", info.BlockCount(), " blocks of ",
+                                            info.block_size));
+  }
+  std::string table(4 * info.index_size, '\0');
+  if (absl::Status s =
+          PreadExact(*r->file_, info.index_offset, table.size(), table.data(), "ZFile jump table");
+      !s.ok()) {
+    return s;
+  }
+  uint32_t crc = crc32c::Value(table.data(), table.size());
+  if (crc != info.index_crc) {
+    return absl::DataLossError(
+        absl::StrFormat("%s: ZFile jump table CRC mismatch (field index_crc %08x, computed %08x)",
+                        name, info.index_crc, crc));
+  }
+  const uint64_t min_len = info.verify ? 5 : 1;
+  const uint64_t max_len =
+      zfile_internal::CompressBound(info.algorithm, info.block_size) + (info.verify ? 4 : 0);
+  r->offsets_.resize(info.index_size + 1);
+  uint64_t pos = data_start;
+  for (uint64_t i = 0; i < info.index_size; ++i) {
+    r->offsets_[i] = pos;
+    uint32_t len = DecodeFixed32(table.data() + 4 * i);
+    if (len < min_len || len > max_len) {
+      return absl::DataLossError(absl::StrCat(name, ": ZFile jump table entry ", i, " = ", len,
+                                              " is outside [", min_len, ", ", max_len, "]"));
+    }
+    pos += len;
+    if (pos > info.index_offset) {
+      return absl::DataLossError(absl::StrCat(name, ": ZFile block ", i,
+                                              " runs past the jump table at ", info.index_offset));
+    }
+  }
+  if (pos != info.index_offset) {
+    return absl::DataLossError(absl::StrCat(name, ": ZFile blocks end at ", pos,
+                                            " but the jump table starts at ", info.index_offset));
+  }
+  r->offsets_[info.index_size] = pos;
+  return r;
+}
+
+size_t ZFileReader::BlockLength(uint64_t i) const {
+  uint64_t start = i * info_.block_size;
+  return static_cast<size_t>(
+      std::min<uint64_t>(info_.block_size, info_.original_file_size - start));
+}
+
+void* ZFileReader::AcquireDctx() const {
+  {
+    absl::MutexLock lock(&dctx_mu_);
+    if (!dctx_pool_.empty()) {
+      void* d = dctx_pool_.back();
+      dctx_pool_.pop_back();
+      return d;
+    }
+  }
+  return zfile_internal::NewZstdDctx();
+}
+
+void ZFileReader::ReleaseDctx(void* dctx) const {
+  absl::MutexLock lock(&dctx_mu_);
+  dctx_pool_.push_back(dctx);
+}
+
+absl::StatusOr<BlockCache::Value> ZFileReader::DecodeBlock(uint64_t i, const char* stored) const {
+  size_t stored_len = stored_block_length(i);
+  size_t payload = stored_len;
+  if (info_.verify) {
+    payload -= 4;
+    if (options_.verify_block_crc) {
+      uint32_t want = DecodeFixed32(stored + payload);
+      uint32_t got = crc32c::Extend(crc32c::kBlockSeed, stored, payload);
+      if (want != got) {
+        return absl::DataLossError(absl::StrFormat(
+            "%s: ZFile block %d (at offset %d) CRC mismatch (stored %08x, computed %08x)",
+            file_->Name(), i, offsets_[i], want, got));
+      }
+    }
+  }
+  auto out = std::make_shared<std::string>();
+  out->resize(BlockLength(i));
+  void* dctx = info_.algorithm == ZFileAlgorithm::kZstd ? AcquireDctx() : nullptr;
+  absl::Status s =
+      zfile_internal::Decompress(info_.algorithm, stored, payload, out->data(), out->size(), dctx);
+  if (dctx != nullptr) ReleaseDctx(dctx);
+  if (!s.ok()) {
+    return absl::DataLossError(absl::StrCat(file_->Name(), ": ZFile block ", i, " (at offset ",
+                                            offsets_[i], "): ", s.message()));
+  }
+  return BlockCache::Value(std::move(out));
+}
+
+absl::StatusOr<size_t> ZFileReader::Pread(uint64_t offset, size_t n, char* buf) const {
+  const uint64_t size = info_.original_file_size;
+  if (offset >= size || n == 0) return 0;
+  const size_t want = static_cast<size_t>(std::min<uint64_t>(n, size - offset));
+  const uint64_t bs = info_.block_size;
+  const uint64_t first = offset / bs;
+  const uint64_t last = (offset + want - 1) / bs;
+  auto copy_out = [&](uint64_t i, const std::string& block) {
+    uint64_t block_start = i * bs;
+    uint64_t from = std::max(offset, block_start);
+    uint64_t to = std::min<uint64_t>(offset + want, block_start + block.size());
+    std::memcpy(buf + (from - offset), block.data() + (from - block_start), to - from);
+  };
+  std::string stored;
+  uint64_t i = first;
+  while (i <= last) {
+    if (BlockCache::Value v = cache_->Lookup(cache_id_, i)) {
+      copy_out(i, *v);
+      ++i;
+      continue;
+    }
+    // A run of uncached blocks, fetched with one read.
+    uint64_t j = i + 1;
+    while (j <= last && offsets_[j + 1] - offsets_[i] <= options_.max_batch_bytes &&
+           cache_->Lookup(cache_id_, j) == nullptr) {
+      ++j;
+    }
+    stored.resize(offsets_[j] - offsets_[i]);
+    if (absl::Status s = PreadExact(*file_, offsets_[i], stored.size(), stored.data(),
+                                    "ZFile compressed blocks");
+        !s.ok()) {
+      return s;
+    }
+    for (uint64_t k = i; k < j; ++k) {
+      absl::StatusOr<BlockCache::Value> v =
+          DecodeBlock(k, stored.data() + (offsets_[k] - offsets_[i]));
+      if (!v.ok()) return v.status();
+      copy_out(k, **v);
+      cache_->Insert(cache_id_, k, *std::move(v));
+    }
+    i = j;
+  }
+  return want;
+}
+
+absl::Status ZFileReader::VerifyAll() const {
+  std::string stored;
+  uint64_t i = 0;
+  while (i < info_.index_size) {
+    uint64_t j = i + 1;
+    while (j < info_.index_size && offsets_[j + 1] - offsets_[i] <= options_.max_batch_bytes) ++j;
+    stored.resize(offsets_[j] - offsets_[i]);
+    if (absl::Status s = PreadExact(*file_, offsets_[i], stored.size(), stored.data(),
+                                    "ZFile compressed blocks");
+        !s.ok()) {
+      return s;
+    }
+    for (uint64_t k = i; k < j; ++k) {
+      absl::StatusOr<BlockCache::Value> v =
+          DecodeBlock(k, stored.data() + (offsets_[k] - offsets_[i]));
+      if (!v.ok()) return v.status();
+    }
+    i = j;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace dadi::blockstore

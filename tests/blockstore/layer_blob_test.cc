@@ -1,0 +1,82 @@
+#include "blockstore/blob/layer_blob.h"
+
+#include <random>
+
+#include "blockstore/file/file_views.h"
+#include "blockstore/lsmt/sealed_layer_writer.h"
+#include "blockstore/zfile/zfile_writer.h"
+#include "gtest/gtest.h"
+#include "tests/blockstore/test_util.h"
+
+namespace dadi::blockstore {
+namespace {
+
+// A blob of a sealed layer with `mib` MiB of random data.
+std::string MakeBlob(size_t mib, bool overwrite_header) {
+  testing::StringWritableFile z;
+  auto zw = ZFileWriter::Create(&z, {});
+  EXPECT_TRUE(zw.ok());
+  auto lw = SealedLayerWriter::Create(zw->get(), LayerInfo{64 << 20, "u", "", ""});
+  EXPECT_TRUE(lw.ok());
+  std::mt19937_64 rng(mib);
+  for (size_t i = 0; i < mib; ++i) {
+    EXPECT_TRUE((*lw)->AddData(i * 2 * (1 << 20), testing::RandomBytes(1 << 20, rng)).ok());
+  }
+  EXPECT_TRUE((*lw)->Finish().ok());
+  EXPECT_TRUE((*zw)->Close().ok());
+  testing::StringWritableFile blob;
+  EXPECT_TRUE(WriteLayerBlob(*NewMemoryFile(z.data()),
+                             overwrite_header ? &(*zw)->final_header() : nullptr, &blob)
+                  .ok());
+  return blob.data();
+}
+
+TEST(LayerBlobTest, OpensInTwoReadsAndReportsCost) {
+  for (bool overwrite : {true, false}) {
+    std::string blob = MakeBlob(4, overwrite);
+    auto b = LayerBlob::Open(std::shared_ptr<const RandomAccessFile>(NewMemoryFile(blob)));
+    ASSERT_TRUE(b.ok()) << b.status();
+    EXPECT_EQ((*b)->open_cost().reads, 2u) << overwrite;
+    EXPECT_EQ((*b)->open_cost().bytes, 4096u + (256 << 10));
+    EXPECT_EQ((*b)->layer()->data_bytes(), 4u << 20);
+    EXPECT_EQ((*b)->zfile()->header().header_overwrite(), overwrite);
+  }
+}
+
+TEST(LayerBlobTest, OpenAnyRecognisesEachFormat) {
+  std::string blob = MakeBlob(1, true);
+  auto b = LayerBlob::OpenAny(std::shared_ptr<const RandomAccessFile>(NewMemoryFile(blob)));
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ((*b)->format(), LayerFormat::kBlob);
+  const std::string z = blob.substr((*b)->entry().data_offset, (*b)->entry().size);
+  auto bz = LayerBlob::OpenAny(std::shared_ptr<const RandomAccessFile>(NewMemoryFile(z)));
+  ASSERT_TRUE(bz.ok()) << bz.status();
+  EXPECT_EQ((*bz)->format(), LayerFormat::kZFile);
+  std::string sealed((*bz)->zfile()->Size(), '\0');
+  ASSERT_TRUE(PreadExact(*(*bz)->zfile(), 0, sealed.size(), sealed.data(), "s").ok());
+  auto bs = LayerBlob::OpenAny(std::shared_ptr<const RandomAccessFile>(NewMemoryFile(sealed)));
+  ASSERT_TRUE(bs.ok()) << bs.status();
+  EXPECT_EQ((*bs)->format(), LayerFormat::kSealedLsmt);
+  EXPECT_EQ((*bs)->layer()->index().mappings(), (*b)->layer()->index().mappings());
+}
+
+TEST(LayerBlobTest, CorruptionAnywhereInMetadataFailsCleanly) {
+  const std::string blob = MakeBlob(1, false);
+  auto good = LayerBlob::Open(std::shared_ptr<const RandomAccessFile>(NewMemoryFile(blob)));
+  ASSERT_TRUE(good.ok());
+  std::mt19937_64 rng(3);
+  // Truncations and random byte changes: never a crash; truncations always fail.
+  for (int i = 0; i < 300; ++i) {
+    size_t len = rng() % blob.size();
+    EXPECT_FALSE(
+        LayerBlob::Open(std::shared_ptr<const RandomAccessFile>(NewMemoryFile(blob.substr(0, len))))
+            .ok());
+    std::string bad = blob;
+    bad[rng() % 2048] ^= 0x20;                   // tar headers and ZFile header
+    bad[bad.size() - 1 - rng() % 8192] ^= 0x20;  // jump table, trailer, end blocks
+    (void)LayerBlob::Open(std::shared_ptr<const RandomAccessFile>(NewMemoryFile(bad)));
+  }
+}
+
+}  // namespace
+}  // namespace dadi::blockstore
