@@ -1,0 +1,116 @@
+#include "blockstore/remote/remote_blob.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "blockstore/remote/digest.h"
+#include "spdlog/spdlog.h"
+
+namespace dadi::blockstore {
+
+absl::StatusOr<std::unique_ptr<RemoteBlob>> RemoteBlob::Open(
+    std::shared_ptr<const RegistryClient> client, Reference repo, std::string digest, uint64_t size,
+    std::shared_ptr<NodeCache> cache, RemoteBlobOptions options) {
+  if (client == nullptr || cache == nullptr) {
+    return absl::InvalidArgumentError("RemoteBlob: client and cache are required");
+  }
+  if (absl::Status s = CheckDigest(digest, "RemoteBlob"); !s.ok()) return s;
+  if (!IsValidRepository(repo.repository)) {
+    return absl::InvalidArgumentError("RemoteBlob: invalid repository");
+  }
+  absl::StatusOr<std::shared_ptr<CachedBlob>> blob = cache->Blob(digest, size);
+  if (!blob.ok()) return blob.status();
+  return std::unique_ptr<RemoteBlob>(new RemoteBlob(std::move(client), std::move(repo),
+                                                    std::move(*blob), std::move(cache), options));
+}
+
+RemoteBlob::RemoteBlob(std::shared_ptr<const RegistryClient> client, Reference repo,
+                       std::shared_ptr<CachedBlob> blob, std::shared_ptr<NodeCache> cache,
+                       RemoteBlobOptions options)
+    : client_(std::move(client)),
+      repo_(std::move(repo)),
+      blob_(std::move(blob)),
+      cache_(std::move(cache)),
+      options_(options) {
+  fetcher_ = [this](uint64_t offset, size_t len, char* buf) { return Fetch(offset, len, buf); };
+}
+
+RemoteBlob::~RemoteBlob() {
+  stop_ = true;
+  if (download_.joinable()) download_.join();
+}
+
+std::string RemoteBlob::Name() const {
+  return absl::StrCat(repo_.registry, "/", repo_.repository, "@", blob_->digest());
+}
+
+absl::Status RemoteBlob::Fetch(uint64_t offset, size_t len, char* buf) const {
+  return client_->ReadBlobRange(repo_, blob_->digest(), offset, len, buf);
+}
+
+absl::StatusOr<size_t> RemoteBlob::Pread(uint64_t offset, size_t n, char* buf) const {
+  absl::StatusOr<size_t> got = blob_->Read(offset, n, buf, fetcher_, options_.max_readahead);
+  if (!got.ok()) {
+    return absl::Status(got.status().code(),
+                        absl::StrCat(Name(), ": read at ", offset, ": ", got.status().message()));
+  }
+  return got;
+}
+
+absl::Status RemoteBlob::Invalidate(uint64_t offset, uint64_t len) const {
+  return blob_->Invalidate(offset, len);
+}
+
+absl::Status RemoteBlob::StartBackgroundDownload(BackgroundDownloadOptions options) {
+  if (download_.joinable()) return absl::AlreadyExistsError(Name() + ": download already started");
+  if (options.chunk_bytes < blob_->unit_size()) options.chunk_bytes = blob_->unit_size();
+  download_ = std::thread([this, options] { download_status_ = RunDownload(options); });
+  return absl::OkStatus();
+}
+
+absl::Status RemoteBlob::WaitBackgroundDownload() {
+  if (download_.joinable()) download_.join();
+  return download_status_;
+}
+
+absl::Status RemoteBlob::RunDownload(BackgroundDownloadOptions options) {
+  if (blob_->verified()) return absl::OkStatus();
+  const uint64_t units_per_chunk = options.chunk_bytes / blob_->unit_size();
+  const absl::Time start = absl::Now();
+  uint64_t fetched = 0;
+  for (int round = 0; round < 3 && !blob_->Complete(); ++round) {
+    for (uint64_t u = 0; u < blob_->num_units(); u += units_per_chunk) {
+      if (stop_) return absl::CancelledError(Name() + ": background download stopped");
+      uint64_t before = blob_->PresentUnits();
+      if (absl::Status s = blob_->EnsureUnits(u, u + units_per_chunk - 1, fetcher_); !s.ok()) {
+        spdlog::warn("{}: background download: {}", Name(), std::string(s.message()));
+        return s;
+      }
+      fetched +=
+          (blob_->PresentUnits() - std::min(before, blob_->PresentUnits())) * blob_->unit_size();
+      if (options.rate_limit_bytes_per_sec > 0) {
+        // Sleep until the average rate since the start is back under the limit.
+        absl::Duration due = absl::Seconds(static_cast<double>(fetched) /
+                                           static_cast<double>(options.rate_limit_bytes_per_sec));
+        absl::Duration elapsed = absl::Now() - start;
+        while (due > elapsed && !stop_) {
+          absl::SleepFor(std::min(due - elapsed, absl::Milliseconds(100)));
+          elapsed = absl::Now() - start;
+        }
+      }
+    }
+  }
+  if (!blob_->Complete()) {
+    return absl::UnavailableError(Name() + ": background download could not complete");
+  }
+  absl::Status s = blob_->VerifyAndMark();
+  if (s.code() == absl::StatusCode::kDataLoss) {
+    spdlog::error("{}: DIGEST MISMATCH after full download ({}); discarding the cached copy",
+                  Name(), std::string(s.message()));
+    if (absl::Status d = blob_->Discard(); !d.ok()) {
+      spdlog::error("{}: discarding: {}", Name(), std::string(d.message()));
+    }
+  }
+  return s;
+}
+
+}  // namespace dadi::blockstore
