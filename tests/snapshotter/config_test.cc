@@ -1,0 +1,93 @@
+#include "snapshotter/config.h"
+
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/scratch_dir.h"
+
+namespace dadi::snapshotter {
+namespace {
+
+TEST(ConfigTest, DefaultsAreDocumented) {
+  Config c;
+  EXPECT_EQ(c.root, "/var/lib/dadi/snapshotter");
+  EXPECT_EQ(c.address, "/run/dadi/snapshotter.sock");
+  EXPECT_EQ(c.log_level, "info");
+}
+
+TEST(ConfigTest, TomlSetsEveryKey) {
+  Config c;
+  ASSERT_TRUE(
+      ApplyConfigToml("root = \"/r\"\naddress = \"/a.sock\"\nlog_level = \"debug\"\n", "test", &c)
+          .ok());
+  EXPECT_EQ(c.root, "/r");
+  EXPECT_EQ(c.address, "/a.sock");
+  EXPECT_EQ(c.log_level, "debug");
+}
+
+TEST(ConfigTest, TomlErrors) {
+  Config c;
+  EXPECT_EQ(ApplyConfigToml("roots = \"/r\"", "t", &c).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ApplyConfigToml("root = 3", "t", &c).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ApplyConfigToml("root = ", "t", &c).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ApplyConfigToml("log_level = \"loud\"", "t", &c).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ConfigTest, FlagsOverrideTheFile) {
+  dadi::testing::ScratchDir dir("dadi-snap-config");
+  const std::string file = dir.Join("snapshotter.toml");
+  std::ofstream(file) << "root = \"/from/file\"\naddress = \"/file.sock\"\nlog_level = \"warn\"\n";
+  {
+    const char* argv[] = {"dadi-snapshotter", "--config", file.c_str(), "--root", "/flag"};
+    auto cli = ParseCommandLine(5, argv);
+    ASSERT_TRUE(cli.ok()) << cli.status();
+    EXPECT_FALSE(cli->exit_code.has_value());
+    EXPECT_EQ(cli->config.root, "/flag");
+    EXPECT_EQ(cli->config.address, "/file.sock");
+    EXPECT_EQ(cli->config.log_level, "warn");
+  }
+  {
+    const char* argv[] = {"dadi-snapshotter", "--config",    file.c_str(), "--address",
+                          "/flag.sock",       "--log-level", "error"};
+    auto cli = ParseCommandLine(7, argv);
+    ASSERT_TRUE(cli.ok()) << cli.status();
+    EXPECT_EQ(cli->config.root, "/from/file");
+    EXPECT_EQ(cli->config.address, "/flag.sock");
+    EXPECT_EQ(cli->config.log_level, "error");
+  }
+}
+
+TEST(ConfigTest, CommandLineErrors) {
+  {
+    const char* argv[] = {"dadi-snapshotter", "--config", "/nonexistent/dadi.toml"};
+    EXPECT_FALSE(ParseCommandLine(3, argv).ok());
+  }
+  {
+    const char* argv[] = {"dadi-snapshotter", "--config", "/dev/null", "--root", "relative"};
+    EXPECT_FALSE(ParseCommandLine(5, argv).ok());
+  }
+  {
+    const char* argv[] = {"dadi-snapshotter", "--config", "/dev/null", "--log-level", "loud"};
+    EXPECT_FALSE(ParseCommandLine(5, argv).ok());
+  }
+  {
+    const char* argv[] = {"dadi-snapshotter", "--bogus"};
+    auto cli = ParseCommandLine(2, argv);
+    ASSERT_TRUE(cli.ok());
+    ASSERT_TRUE(cli->exit_code.has_value());
+    EXPECT_NE(*cli->exit_code, 0);
+  }
+  {
+    const char* argv[] = {"dadi-snapshotter", "--help"};
+    auto cli = ParseCommandLine(2, argv);
+    ASSERT_TRUE(cli.ok());
+    ASSERT_TRUE(cli->exit_code.has_value());
+    EXPECT_EQ(*cli->exit_code, 0);
+    EXPECT_THAT(cli->message, ::testing::HasSubstr("--address"));
+  }
+}
+
+}  // namespace
+}  // namespace dadi::snapshotter
