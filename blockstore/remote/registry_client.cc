@@ -51,13 +51,19 @@ absl::Status TakeRange(const HttpResponse& resp, uint64_t offset, size_t length,
                        absl::string_view what) {
   if (resp.status == 206) {
     std::optional<std::string> cr = resp.Header("content-range");
-    if (!cr) return absl::DataLossError(absl::StrCat(what, ": 206 without Content-Range"));
+    if (!cr) {
+      return absl::UnavailableError(
+          absl::StrCat(what, ": malformed response: 206 without Content-Range"));
+    }
     absl::StatusOr<ContentRange> range = ParseContentRange(*cr);
-    if (!range.ok()) return absl::DataLossError(absl::StrCat(what, ": ", range.status().message()));
+    if (!range.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat(what, ": malformed response: ", range.status().message()));
+    }
     if (range->first != offset || range->last != offset + length - 1) {
-      return absl::DataLossError(absl::StrCat(what, ": asked for bytes ", offset, "-",
-                                              offset + length - 1, ", got ", range->first, "-",
-                                              range->last));
+      return absl::UnavailableError(absl::StrCat(what, ": malformed response: asked for bytes ",
+                                                 offset, "-", offset + length - 1, ", got ",
+                                                 range->first, "-", range->last));
     }
     if (resp.body.size() != length) {
       return absl::UnavailableError(
@@ -600,7 +606,18 @@ absl::Status RegistryClient::ReadBlobRange(const Reference& repo, absl::string_v
   if (absl::Status s = CheckRepo(repo); !s.ok()) return s;
   if (absl::Status s = CheckDigest(digest, "blob"); !s.ok()) return s;
   return TryEndpoints(repo.registry, [&](const Endpoint& ep) {
-    return ReadRangeFrom(ep, repo, digest, offset, length, buf);
+    // Transport errors and 5xx are retried inside; a response that arrived but is malformed
+    // (cut headers, wrong range, short body) is retried here, within the same budget.
+    RetryPolicy policy = PolicyFor(ep);
+    absl::Status s;
+    for (int attempt = 1;; ++attempt) {
+      s = ReadRangeFrom(ep, repo, digest, offset, length, buf);
+      if (s.ok() || attempt >= policy.max_attempts || !absl::IsUnavailable(s) ||
+          !absl::StrContains(s.message(), "malformed response")) {
+        return s;
+      }
+      absl::SleepFor(RetryBackoff(policy, attempt, std::nullopt));
+    }
   });
 }
 

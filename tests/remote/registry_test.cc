@@ -1,1 +1,557 @@
+// The registry client and RemoteBlob against a real docker-registry on loopback: pushes and
+// pulls, range reads, Basic and token auth, TLS, mirrors, redirects, and a fault-injecting proxy.
+// Timeouts and backoffs are configured short; nothing asserts on timing.
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "blockstore/file/file.h"
+#include "blockstore/remote/digest.h"
+#include "blockstore/remote/http_parse.h"
+#include "blockstore/remote/registry_client.h"
+#include "blockstore/remote/remote_blob.h"
+#include "tests/remote/test_servers.h"
+#include "tests/support/scratch_dir.h"
+
+namespace dadi::blockstore {
+namespace {
+
+using dadi::testing::Fault;
+using dadi::testing::FaultProxy;
+using dadi::testing::HttpServer;
+using dadi::testing::HttpServerRequest;
+using dadi::testing::HttpServerResponse;
+using dadi::testing::ScratchDir;
+using dadi::testing::TestRegistry;
+using dadi::testing::TestRegistryOptions;
+using dadi::testing::TokenServer;
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+RegistryConfig FastConfig() {
+  RegistryConfig c;
+  c.connect_timeout = absl::Seconds(2);
+  c.request_timeout = absl::Seconds(5);
+  c.stall_timeout = absl::Seconds(1);
+  c.retry.max_attempts = 4;
+  c.retry.initial_backoff = absl::Milliseconds(20);
+  c.retry.max_backoff = absl::Milliseconds(200);
+  c.retry.max_retry_after = absl::Seconds(1);
+  return c;
+}
+
+std::shared_ptr<RegistryClient> NewClient(RegistryConfig config) {
+  // No proxy from the environment: everything here is loopback.
+  return std::make_shared<RegistryClient>(std::move(config),
+                                          std::make_shared<HttpClient>(ProxySettings{}));
+}
+
+RegistryConfig PlainConfig(const std::string& host) {
+  RegistryConfig c = FastConfig();
+  c.hosts[host].plain_http = true;
+  return c;
+}
+
+Reference Repo(const std::string& host, const std::string& repo, const std::string& tag = "") {
+  Reference r;
+  r.registry = host;
+  r.repository = repo;
+  r.tag = tag;
+  return r;
+}
+
+absl::StatusOr<PushOutcome> Push(const RegistryClient& c, const Reference& repo,
+                                 const std::string& data, PushBlobOptions o = {}) {
+  auto file = NewMemoryFile(data);
+  return c.PushBlob(repo, Sha256Digest(data), *file, o);
+}
+
+// Pushes a one-layer image under repo:tag; returns the manifest digest.
+std::string PushImage(const RegistryClient& c, const Reference& ref, const std::string& layer) {
+  std::string config = R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}})";
+  EXPECT_TRUE(Push(c, ref, config).ok());
+  EXPECT_TRUE(Push(c, ref, layer).ok());
+  ImageManifest m;
+  m.media_type = std::string(kOciManifestMediaType);
+  m.config = {std::string(kOciConfigMediaType),
+              Sha256Digest(config),
+              static_cast<int64_t>(config.size()),
+              {},
+              {},
+              std::nullopt,
+              ""};
+  m.layers.push_back({std::string(kOciLayerMediaType),
+                      Sha256Digest(layer),
+                      static_cast<int64_t>(layer.size()),
+                      {},
+                      {},
+                      std::nullopt,
+                      ""});
+  absl::StatusOr<std::string> d =
+      c.PutManifest(ref, kOciManifestMediaType, SerializeImageManifest(m));
+  EXPECT_TRUE(d.ok()) << d.status();
+  return d.ok() ? *d : "";
+}
+
+std::shared_ptr<NodeCache> Cache(const std::string& root, uint64_t unit = 1 << 20) {
+  NodeCacheOptions o;
+  o.root = root;
+  o.unit_size = unit;
+  return *NodeCache::Open(o);
+}
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  void StartRegistry(TestRegistryOptions options = {}) {
+    absl::StatusOr<std::unique_ptr<TestRegistry>> r =
+        TestRegistry::Start(dir_.Join("registry"), options);
+    ASSERT_TRUE(r.ok()) << r.status();
+    registry_ = std::move(*r);
+  }
+  void SetUp() override { ASSERT_EQ(::mkdir(dir_.Join("registry").c_str(), 0700), 0); }
+  ScratchDir dir_{"remote-registry"};
+  std::unique_ptr<TestRegistry> registry_;
+};
+
+TEST_F(RegistryTest, PushAndPullManifestsAndBlobs) {
+  StartRegistry();
+  auto client = NewClient(PlainConfig(registry_->host()));
+  Reference ref = Repo(registry_->host(), "dadi/app", "v1");
+  std::string big = RandomBytes(3 * 1024 * 1024 + 77, 1);
+  std::string small = RandomBytes(1000, 2);
+
+  EXPECT_EQ(*Push(*client, ref, small), PushOutcome::kUploaded);
+  EXPECT_EQ(*Push(*client, ref, small), PushOutcome::kAlreadyExists);
+  PushBlobOptions chunked;
+  chunked.chunk_size = 1 << 20;
+  EXPECT_EQ(*Push(*client, ref, big, chunked), PushOutcome::kUploaded);
+  EXPECT_EQ(*client->HeadBlob(ref, Sha256Digest(big)), big.size());
+  EXPECT_EQ(client->HeadBlob(ref, Sha256Digest("absent")).status().code(),
+            absl::StatusCode::kNotFound);
+  // Cross-repository mount.
+  PushBlobOptions mount;
+  mount.mount_from = "dadi/app";
+  Reference other = Repo(registry_->host(), "dadi/other", "v1");
+  EXPECT_EQ(*Push(*client, other, big, mount), PushOutcome::kMounted);
+  EXPECT_EQ(*client->GetBlob(other, Sha256Digest(big)), big);
+
+  std::string digest = PushImage(*client, ref, big);
+  absl::StatusOr<FetchedManifest> m = client->GetManifest(ref);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->digest, digest);
+  EXPECT_EQ(m->media_type, kOciManifestMediaType);
+  Reference by_digest = ref;
+  by_digest.tag.clear();
+  by_digest.digest = digest;
+  absl::StatusOr<ResolvedImage> img = client->ResolveImage(by_digest);
+  ASSERT_TRUE(img.ok()) << img.status();
+  ASSERT_EQ(img->manifest.layers.size(), 1u);
+  EXPECT_EQ(img->manifest.layers[0].digest, Sha256Digest(big));
+
+  // An index with two platforms: the client picks ours.
+  ImageIndex idx;
+  idx.media_type = std::string(kOciIndexMediaType);
+  Descriptor mine{std::string(kOciManifestMediaType),
+                  digest,
+                  static_cast<int64_t>(m->body.size()),
+                  {},
+                  {},
+                  HostPlatform(),
+                  ""};
+  Descriptor foreign = mine;
+  foreign.platform->architecture = "s390x-nope";
+  idx.manifests = {foreign, mine};
+  Reference tagged_index = Repo(registry_->host(), "dadi/app", "multi");
+  ASSERT_TRUE(client->PutManifest(tagged_index, kOciIndexMediaType, SerializeImageIndex(idx)).ok());
+  img = client->ResolveImage(tagged_index);
+  ASSERT_TRUE(img.ok()) << img.status();
+  EXPECT_EQ(img->raw.digest, digest);
+  EXPECT_FALSE(img->index_digest.empty());
+  EXPECT_EQ(client->GetManifest(Repo(registry_->host(), "dadi/app", "nope")).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(RegistryTest, RangeReadsOfEveryAlignment) {
+  StartRegistry();
+  auto client = NewClient(PlainConfig(registry_->host()));
+  Reference ref = Repo(registry_->host(), "dadi/range");
+  std::string data = RandomBytes(2 * 1024 * 1024 + 4097, 3);
+  ASSERT_TRUE(Push(*client, ref, data).ok());
+  std::string digest = Sha256Digest(data);
+  for (uint64_t off : {uint64_t{0}, uint64_t{1}, uint64_t{511}, uint64_t{4096}, uint64_t{65535},
+                       uint64_t{1 << 20}, uint64_t{data.size() - 1}}) {
+    for (size_t n : {size_t{1}, size_t{7}, size_t{4096}, size_t{1 << 20}}) {
+      if (off + n > data.size()) n = data.size() - off;
+      std::string buf(n, '\0');
+      absl::Status s = client->ReadBlobRange(ref, digest, off, n, buf.data());
+      ASSERT_TRUE(s.ok()) << s;
+      EXPECT_EQ(buf, data.substr(off, n)) << off << "+" << n;
+    }
+  }
+  std::string buf(10, '\0');
+  EXPECT_FALSE(client->ReadBlobRange(ref, digest, data.size() + 5, 10, buf.data()).ok());
+}
+
+TEST_F(RegistryTest, RemoteBlobReadsThroughTheCache) {
+  StartRegistry();
+  auto client = NewClient(PlainConfig(registry_->host()));
+  Reference ref = Repo(registry_->host(), "dadi/blob");
+  std::string data = RandomBytes(5 * 1024 * 1024 + 123, 4);
+  ASSERT_TRUE(Push(*client, ref, data).ok());
+  auto cache = Cache(dir_.Join("cache"));
+  auto blob = RemoteBlob::Open(client, ref, Sha256Digest(data), data.size(), cache);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  const RandomAccessFile& f = **blob;
+  EXPECT_EQ(f.Size(), data.size());
+  // Several threads, random reads.
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = 0; i < 40; ++i) {
+        uint64_t off = rng() % data.size();
+        size_t n = 1 + rng() % (300 * 1024);
+        std::string buf(n, '\0');
+        absl::StatusOr<size_t> got = f.Pread(off, n, buf.data());
+        if (!got.ok() || buf.substr(0, *got) != data.substr(off, *got)) bad++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  NodeCacheStats st = cache->Stats();
+  EXPECT_LE(st.miss_units, 6u);  // each 1 MiB unit fetched at most once
+  // Invalidate drops a unit; the next read refetches it.
+  uint64_t before = cache->Stats().fetch_requests;
+  ASSERT_TRUE((*blob)->Invalidate(1 << 20, 10).ok());
+  std::string buf(100, '\0');
+  ASSERT_TRUE(f.Pread((1 << 20) + 5, 100, buf.data()).ok());
+  EXPECT_EQ(buf, data.substr((1 << 20) + 5, 100));
+  EXPECT_EQ(cache->Stats().fetch_requests, before + 1);
+  // Background download: everything arrives, the digest verifies, reads stay local.
+  ASSERT_TRUE((*blob)->StartBackgroundDownload().ok());
+  ASSERT_TRUE((*blob)->WaitBackgroundDownload().ok());
+  EXPECT_TRUE((*blob)->IsLocal());
+  uint64_t requests = client->Stats().http.requests;
+  std::string all(data.size(), '\0');
+  ASSERT_EQ(*f.Pread(0, data.size(), all.data()), data.size());
+  EXPECT_EQ(all, data);
+  EXPECT_EQ(client->Stats().http.requests, requests);
+}
+
+TEST_F(RegistryTest, BackgroundDownloadDiscardsDigestMismatch) {
+  // A "registry" that serves the wrong bytes for the blob.
+  std::string lie = RandomBytes(2 * 1024 * 1024, 5);
+  auto server = HttpServer::Start([&](const HttpServerRequest& req) -> HttpServerResponse {
+    auto range = req.headers.find("range");
+    if (range == req.headers.end()) return {200, {}, lie};
+    absl::string_view v = range->second;
+    v.remove_prefix(6);  // "bytes="
+    size_t dash = v.find('-');
+    uint64_t a = *ParseDecimal(v.substr(0, dash)), b = *ParseDecimal(v.substr(dash + 1));
+    return {206,
+            {{"Content-Range", absl::StrCat("bytes ", a, "-", b, "/", lie.size())}},
+            lie.substr(a, b - a + 1)};
+  });
+  ASSERT_TRUE(server.ok());
+  std::string host = absl::StrCat("127.0.0.1:", (*server)->port());
+  auto client = NewClient(PlainConfig(host));
+  auto cache = Cache(dir_.Join("cache"));
+  std::string claimed = Sha256Digest("the real content");
+  auto blob = RemoteBlob::Open(client, Repo(host, "dadi/liar"), claimed, lie.size(), cache);
+  ASSERT_TRUE(blob.ok());
+  ASSERT_TRUE((*blob)->StartBackgroundDownload().ok());
+  EXPECT_EQ((*blob)->WaitBackgroundDownload().code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE((*blob)->IsLocal());
+  EXPECT_EQ((*blob)->cached()->PresentUnits(), 0u);
+}
+
+TEST_F(RegistryTest, BasicAuthWithHtpasswd) {
+  TestRegistryOptions o;
+  o.htpasswd_user = "alice";
+  o.htpasswd_password = "s3cret";
+  StartRegistry(o);
+  Reference ref = Repo(registry_->host(), "dadi/basic", "v1");
+  std::string data = RandomBytes(100000, 6);
+  {
+    auto anon = NewClient(PlainConfig(registry_->host()));
+    absl::StatusOr<PushOutcome> r = Push(*anon, ref, data);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnauthenticated) << r.status();
+  }
+  {
+    RegistryConfig c = PlainConfig(registry_->host());
+    c.hosts[registry_->host()].credentials = Credentials{"alice", "wrong", ""};
+    absl::StatusOr<PushOutcome> r = Push(*NewClient(c), ref, data);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnauthenticated) << r.status();
+    EXPECT_FALSE(absl::StrContains(r.status().message(), "wrong"));
+    EXPECT_EQ(NewClient(c)->Stats().http.retries, 0u);
+  }
+  // Credentials from a docker config.json.
+  RegistryConfig c = PlainConfig(registry_->host());
+  std::string cfg = dir_.Join("config.json");
+  std::ofstream(cfg) << R"({"auths":{")" << registry_->host() << R"(":{"auth":")"
+                     << Base64Encode("alice:s3cret") << R"("}}})";
+  ASSERT_TRUE(LoadDockerConfigFile(cfg, &c).ok());
+  auto client = NewClient(c);
+  ASSERT_TRUE(Push(*client, ref, data).ok());
+  EXPECT_EQ(*client->GetBlob(ref, Sha256Digest(data)), data);
+  std::string buf(10, '\0');
+  ASSERT_TRUE(client->ReadBlobRange(ref, Sha256Digest(data), 5, 10, buf.data()).ok());
+  EXPECT_EQ(buf, data.substr(5, 10));
+}
+
+TEST_F(RegistryTest, BearerTokenAuth) {
+  auto tokens = TokenServer::Start(dir_.path(), {{"bob", "hunter2"}}, /*anonymous pull=*/true,
+                                   /*expires_in=*/2);
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  TestRegistryOptions o;
+  o.token_realm = (*tokens)->realm();
+  o.token_service = TokenServer::kService;
+  o.token_issuer = TokenServer::kIssuer;
+  o.token_cert = (*tokens)->cert_path();
+  StartRegistry(o);
+  Reference ref = Repo(registry_->host(), "dadi/token", "v1");
+  std::string data = RandomBytes(3 * 1024 * 1024, 7);
+
+  // Anonymous: pull scope only, so a push is refused.
+  auto anon = NewClient(PlainConfig(registry_->host()));
+  absl::StatusOr<PushOutcome> refused = Push(*anon, ref, data);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated) << refused.status();
+
+  RegistryConfig c = PlainConfig(registry_->host());
+  c.hosts[registry_->host()].credentials = Credentials{"bob", "hunter2", ""};
+  auto client = NewClient(c);
+  ASSERT_TRUE(Push(*client, ref, data).ok());
+  PushImage(*client, ref, data);
+
+  // Anonymous pulls work; the token is cached per scope.
+  ASSERT_TRUE(anon->GetManifest(ref).ok());
+  int fetched = (*tokens)->token_requests();
+  std::string buf(4096, '\0');
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(anon->ReadBlobRange(ref, Sha256Digest(data), i * 4096, 4096, buf.data()).ok());
+    EXPECT_EQ(buf, data.substr(i * 4096, 4096));
+  }
+  EXPECT_EQ((*tokens)->token_requests(), fetched);
+  // After expiry a new token is fetched.
+  absl::SleepFor(absl::Milliseconds(2100));
+  ASSERT_TRUE(anon->ReadBlobRange(ref, Sha256Digest(data), 0, 4096, buf.data()).ok());
+  EXPECT_GT((*tokens)->token_requests(), fetched);
+
+  // Wrong password: the token server refuses; no retries on auth failures.
+  RegistryConfig bad = PlainConfig(registry_->host());
+  bad.hosts[registry_->host()].credentials = Credentials{"bob", "nope", ""};
+  auto wrong = NewClient(bad);
+  absl::StatusOr<FetchedManifest> m = wrong->GetManifest(ref);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kUnauthenticated) << m.status();
+  EXPECT_EQ(wrong->Stats().http.retries, 0u);
+}
+
+TEST_F(RegistryTest, TlsWithGeneratedCa) {
+  TestRegistryOptions o;
+  o.tls = true;
+  StartRegistry(o);
+  Reference ref = Repo(registry_->host(), "dadi/tls");
+  std::string data = RandomBytes(50000, 8);
+  // Unknown CA: refused, and not retried.
+  {
+    auto client = NewClient(FastConfig());
+    absl::StatusOr<PushOutcome> r = Push(*client, ref, data);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+    EXPECT_EQ(client->Stats().http.retries, 0u);
+  }
+  RegistryConfig c = FastConfig();
+  c.hosts[registry_->host()].ca_file = registry_->pki().ca_cert;
+  auto client = NewClient(c);
+  ASSERT_TRUE(Push(*client, ref, data).ok());
+  std::string buf(100, '\0');
+  ASSERT_TRUE(client->ReadBlobRange(ref, Sha256Digest(data), 1000, 100, buf.data()).ok());
+  EXPECT_EQ(buf, data.substr(1000, 100));
+  // Insecure: no verification, still TLS.
+  RegistryConfig insecure = FastConfig();
+  insecure.hosts[registry_->host()].insecure_skip_verify = true;
+  EXPECT_EQ(*NewClient(insecure)->HeadBlob(ref, Sha256Digest(data)), data.size());
+}
+
+TEST_F(RegistryTest, MirrorsWithADeadFirstMirror) {
+  StartRegistry();
+  auto proxy = FaultProxy::Start(registry_->port());
+  ASSERT_TRUE(proxy.ok());
+  std::string data = RandomBytes(1 << 20, 9);
+  Reference ref = Repo(registry_->host(), "dadi/mirror", "v1");
+  ASSERT_TRUE(Push(*NewClient(PlainConfig(registry_->host())), ref, data).ok());
+  // The origin is named by a host nobody answers on; the live mirror is the proxy.
+  std::string origin = absl::StrCat("127.0.0.1:", dadi::testing::FreeLoopbackPort());
+  RegistryConfig c = PlainConfig(origin);
+  c.hosts[origin].mirrors = {absl::StrCat("http://127.0.0.1:", dadi::testing::FreeLoopbackPort()),
+                             "http://" + (*proxy)->host()};
+  auto client = NewClient(c);
+  Reference via = Repo(origin, "dadi/mirror", "v1");
+  std::string buf(4096, '\0');
+  ASSERT_TRUE(client->ReadBlobRange(via, Sha256Digest(data), 100, 4096, buf.data()).ok());
+  EXPECT_EQ(buf, data.substr(100, 4096));
+  EXPECT_GT((*proxy)->connections(), 0);
+  EXPECT_GE(client->Stats().mirror_fallbacks, 1u);
+  // Mirrors and then the dead origin: a clear error.
+  (*proxy)->Push(Fault::Status(404));
+  absl::StatusOr<uint64_t> gone = client->HeadBlob(via, Sha256Digest("not there"));
+  EXPECT_FALSE(gone.ok());
+}
+
+TEST_F(RegistryTest, RedirectTargetIsCachedForRangeReads) {
+  StartRegistry();
+  std::string data = RandomBytes(4 << 20, 10);
+  Reference ref = Repo(registry_->host(), "dadi/redirect");
+  ASSERT_TRUE(Push(*NewClient(PlainConfig(registry_->host())), ref, data).ok());
+  std::string target =
+      absl::StrCat("http://", registry_->host(), "/v2/dadi/redirect/blobs/", Sha256Digest(data));
+  auto front = HttpServer::Start([&](const HttpServerRequest&) -> HttpServerResponse {
+    return {307, {{"Location", target}}, ""};
+  });
+  ASSERT_TRUE(front.ok());
+  std::string host = absl::StrCat("127.0.0.1:", (*front)->port());
+  auto client = NewClient(PlainConfig(host));
+  auto cache = Cache(dir_.Join("cache"));
+  auto blob =
+      RemoteBlob::Open(client, Repo(host, "dadi/redirect"), Sha256Digest(data), data.size(), cache);
+  ASSERT_TRUE(blob.ok());
+  for (uint64_t off = 0; off < data.size(); off += 1 << 20) {
+    std::string buf(1000, '\0');
+    ASSERT_TRUE((*blob)->Pread(off + 3, 1000, buf.data()).ok());
+    EXPECT_EQ(buf, data.substr(off + 3, 1000));
+  }
+  EXPECT_EQ((*front)->requests(), 1);
+  EXPECT_GE(client->Stats().redirect_cache_hits, 3u);
+}
+
+class FaultTest : public RegistryTest {
+ protected:
+  void SetUp() override {
+    RegistryTest::SetUp();
+    StartRegistry();
+    auto p = FaultProxy::Start(registry_->port());
+    ASSERT_TRUE(p.ok());
+    proxy_ = std::move(*p);
+    data_ = RandomBytes(3 << 20, 11);
+    ASSERT_TRUE(Push(*NewClient(PlainConfig(registry_->host())),
+                     Repo(registry_->host(), "dadi/faults"), data_)
+                    .ok());
+    ref_ = Repo(proxy_->host(), "dadi/faults");
+  }
+  // A fresh client (fresh connections) so that the next connection meets the next fault.
+  std::shared_ptr<RegistryClient> Client() { return NewClient(PlainConfig(proxy_->host())); }
+  // Reads 1 MiB at 4097 and checks the bytes; returns the status.
+  absl::Status ReadChecked(const RegistryClient& c) {
+    std::string buf(1 << 20, '\0');
+    absl::Status s = c.ReadBlobRange(ref_, Sha256Digest(data_), 4097, buf.size(), buf.data());
+    if (s.ok()) {
+      EXPECT_EQ(buf, data_.substr(4097, buf.size()));
+    }
+    return s;
+  }
+  std::unique_ptr<FaultProxy> proxy_;
+  std::string data_;
+  Reference ref_;
+};
+
+TEST_F(FaultTest, ConnectionResetMidBodyIsRetried) {
+  Fault f;
+  f.kind = Fault::kReset;
+  f.after_bytes = 200000;
+  proxy_->Push(f);
+  auto c = Client();
+  EXPECT_TRUE(ReadChecked(*c).ok());
+  EXPECT_GE(c->Stats().http.retries, 1u);
+}
+
+TEST_F(FaultTest, TruncatedResponseIsRetried) {
+  Fault f;
+  f.kind = Fault::kTruncate;
+  f.after_bytes = 70000;
+  proxy_->Push(f);
+  Fault headers_only = f;
+  headers_only.after_bytes = 40;  // cut inside the status line/headers
+  proxy_->Push(headers_only);
+  auto c = Client();
+  absl::Status s = ReadChecked(*c);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_GE(c->Stats().http.requests, 3u);
+}
+
+TEST_F(FaultTest, ServiceUnavailableBurstAndTooManyRequests) {
+  for (int i = 0; i < 2; ++i) proxy_->Push(Fault::Status(503));
+  proxy_->Push(Fault::Status(429, "Retry-After: 1\r\n"));
+  auto c = Client();
+  EXPECT_TRUE(ReadChecked(*c).ok());
+  EXPECT_EQ(c->Stats().http.retries, 3u);
+}
+
+TEST_F(FaultTest, StallTimesOutAndIsRetried) {
+  Fault f;
+  f.kind = Fault::kStall;
+  proxy_->Push(f);
+  auto c = Client();
+  EXPECT_TRUE(ReadChecked(*c).ok());
+  EXPECT_GE(c->Stats().http.retries, 1u);
+}
+
+TEST_F(FaultTest, GivesUpWithAClearErrorAfterTheConfiguredRetries) {
+  for (int i = 0; i < 10; ++i) proxy_->Push(Fault::Status(503));
+  auto c = Client();
+  absl::Status s = ReadChecked(*c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "503")) << s;
+  EXPECT_EQ(c->Stats().http.requests, 4u);  // max_attempts
+  proxy_->Clear();
+}
+
+TEST_F(FaultTest, AuthFailuresAreNotRetried) {
+  proxy_->Push(Fault::Status(401));
+  auto c = Client();
+  absl::Status s = ReadChecked(*c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << s;
+  EXPECT_EQ(c->Stats().http.retries, 0u);
+}
+
+TEST_F(FaultTest, RemoteBlobReturnsCorrectBytesOrAnError) {
+  auto c = Client();
+  auto cache = Cache(dir_.Join("cache"));
+  auto blob = RemoteBlob::Open(c, ref_, Sha256Digest(data_), data_.size(), cache);
+  ASSERT_TRUE(blob.ok());
+  std::mt19937 rng(12);
+  for (int i = 0; i < 12; ++i) {
+    Fault f;
+    f.kind = (i % 3 == 0) ? Fault::kReset : Fault::kTruncate;
+    f.after_bytes = 1000 + rng() % 300000;
+    proxy_->Push(f);
+    if (i % 4 == 0) proxy_->Push(Fault::Status(503));
+  }
+  for (int i = 0; i < 30; ++i) {
+    uint64_t off = rng() % data_.size();
+    size_t n = 1 + rng() % 200000;
+    std::string buf(n, '\0');
+    absl::StatusOr<size_t> got = (*blob)->Pread(off, n, buf.data());
+    if (got.ok()) {
+      EXPECT_EQ(buf.substr(0, *got), data_.substr(off, *got));
+    } else {
+      EXPECT_TRUE(absl::IsUnavailable(got.status()) || absl::IsDeadlineExceeded(got.status()))
+          << got.status();
+    }
+  }
+  proxy_->Clear();
+}
+
+}  // namespace
+}  // namespace dadi::blockstore
