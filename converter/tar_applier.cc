@@ -163,10 +163,11 @@ absl::StatusOr<ApplyStats> Applier::Run(const TarReader& reader) {
                                  Quote(last), ": ", s.message()));
     }
     const char* path = archive_entry_pathname(e);
-    last = path != nullptr ? path : "";
     if (path == nullptr) {
-      return Fail(last, absl::InvalidArgumentError("entry without a path name"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer ", options_.layer_name, ": entry without a path name after entry ", Quote(last)));
     }
+    last = path;
     if (absl::Status s = ApplyEntry(a.get(), e, last); !s.ok()) {
       if (!ctx.status.ok()) return Fail(last, ctx.status);
       return Fail(last, s);

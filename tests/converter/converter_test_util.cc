@@ -56,6 +56,8 @@ TarBuilder::TarBuilder(Format format, Compression compression) {
       break;
   }
   archive_write_set_bytes_per_block(a_, 10240);
+  // No zero padding after a compressed stream (a zstd reader takes it for a bad frame).
+  archive_write_set_bytes_in_last_block(a_, 1);
   archive_write_open(
       a_, &out_, nullptr,
       [](struct archive*, void* data, const void* buf, size_t n) -> la_ssize_t {
