@@ -132,7 +132,7 @@ bed_start_snapshotter() {
     >>"$BED_DIR/logs/dadi-snapshotter.log" 2>&1 &
   BED_SNAPSHOTTER_PID=$!
   disown "$BED_SNAPSHOTTER_PID"
-  wait_until 30 "dadi-snapshotter socket" test -S "$BED_DIR/dadi/dadi.sock" ||
+  wait_until 30 "dadi-snapshotter to accept on its socket" unix_socket_accepts "$BED_DIR/dadi/dadi.sock" ||
     { tail "$BED_DIR/logs/dadi-snapshotter.log" >&2; return 1; }
   BED_DADI=1
 }
@@ -202,6 +202,8 @@ _bed_stray_pids() {
   done
 }
 
+_bed_no_strays() { [ -z "$(_bed_stray_pids)" ]; }
+
 _bed_kill_tasks() {
   local ns task
   for ns in $(bctr namespaces list -q 2>/dev/null); do
@@ -264,7 +266,7 @@ bed_stop() {
   [ -z "${BED_REGISTRY_PID:-}" ] || _bed_kill_wait "$BED_REGISTRY_PID" KILL 10
   _bed_unmount_all
   _bed_detach_loops
-  wait_until 10 "stray processes of $BED_DIR to exit" test -z "$(_bed_stray_pids)"
+  wait_until 10 "stray processes of $BED_DIR to exit" _bed_no_strays
   local leaks
   leaks=$(bed_leaks)
   if [ -n "$leaks" ]; then

@@ -31,6 +31,7 @@ free_port() {
 }
 
 # wait_until TIMEOUT_SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.1 s until it succeeds.
+# COMMAND is run again each time: pass a function, never a "$(...)" (expanded only once).
 wait_until() {
   local timeout=$1 what=$2
   shift 2
@@ -50,4 +51,9 @@ cache_key() {
   for item in "$@"; do
     if [ -f "$item" ]; then sha256sum <"$item"; else printf '%s\n' "$item"; fi
   done | sha256sum | cut -c1-16
+}
+
+# unix_socket_accepts PATH: true when something listens on the unix socket PATH.
+unix_socket_accepts() {
+  python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()' "$1"
 }

@@ -8,6 +8,7 @@
 #                     tests themselves against containerd's built-in snapshotter
 
 set -euo pipefail
+[ -z "${DADI_TRACE:-}" ] || { PS4="+ \$(date +%T.%N) "; set -x; }
 # shellcheck source=SCRIPTDIR/bed.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bed.sh"
 # shellcheck source=SCRIPTDIR/tree.sh
@@ -38,5 +39,14 @@ pull() { bctr images pull --plain-http --snapshotter "$SNAP" "$1" >/dev/null; }
 # task_status ID: RUNNING, STOPPED, ... or nothing.
 task_status() { bctr tasks list | awk -v id="$1" '$1 == id {print $3}'; }
 
+# task_is ID STATUS: true when task ID has STATUS (for wait_until).
+task_is() { [ "$(task_status "$1")" = "$2" ]; }
+
 # snapshot_keys: the keys the snapshotter under test lists, sorted.
 snapshot_keys() { bctr snapshots --snapshotter "$SNAP" list | awk 'NR > 1 {print $1}' | sort; }
+
+# snapshot_keys_are EXPECTED: true when snapshot_keys succeeds and prints EXPECTED.
+snapshot_keys_are() {
+  local keys
+  keys=$(snapshot_keys 2>/dev/null) && [ "$keys" = "$1" ]
+}

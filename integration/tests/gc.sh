@@ -26,9 +26,10 @@ full_usage=$(snapshotter_usage)
 
 bctr images rm --sync "$ref" >/dev/null
 # The sync removal runs the collector; poll in case a snapshotter removes lazily.
-wait_until 30 "snapshots of $SNAP to be collected" test -z "$(snapshot_keys)" ||
+wait_until 30 "snapshots of $SNAP to be collected" snapshot_keys_are "" ||
   fail "snapshots left after image rm: $(snapshot_keys)"
-wait_until 30 "space of $SNAP to be released" test "$(snapshotter_usage)" -le $((empty_usage + 1024)) ||
+usage_at_most() { [ "$(snapshotter_usage)" -le "$1" ]; }
+wait_until 30 "space of $SNAP to be released" usage_at_most $((empty_usage + 1024)) ||
   fail "$(snapshotter_usage) KiB left (empty: $empty_usage KiB)"
 log "ok: usage ${empty_usage} KiB -> ${full_usage} KiB -> $(snapshotter_usage) KiB"
 bctr content list -q | grep -q . && fail "content left: $(bctr content list -q)"

@@ -9,7 +9,7 @@ ref=$(bed_push_image debian)
 pull "$ref"
 bctr run -d --snapshotter "$SNAP" "$ref" long-1 /bin/sh -c \
   'echo before > /root/state; while :; do sleep 1; done' >/dev/null
-wait_until 30 "long-1 to run" test "$(task_status long-1)" = RUNNING
+wait_until 30 "long-1 to run" task_is long-1 RUNNING
 before=$(snapshot_keys)
 
 for sig in TERM KILL; do
@@ -18,6 +18,10 @@ for sig in TERM KILL; do
   out=$(bctr tasks exec --exec-id "x-$sig" long-1 /bin/cat /root/state /etc/debian_version)
   expect_eq "files of long-1 with dadi-snapshotter down" "$(printf 'before\n12-dadi')" "$out"
   bed_start_snapshotter
+  # containerd's gRPC client reconnects to the proxy with a backoff (1 s, growing): until it
+  # has, calls fail with "unavailable". Poll instead of expecting the first call to succeed.
+  wait_until 60 "containerd to reach the restarted dadi-snapshotter" \
+    snapshot_keys_are "$before" || true
   expect_eq "snapshots listed after restart ($sig)" "$before" "$(snapshot_keys)"
   out=$(bctr tasks exec --exec-id "y-$sig" long-1 /bin/sh -c 'echo after >> /root/state; cat /root/state')
   expect_eq "long-1 writes after restart" "$(printf 'before\nafter')" "$out"
@@ -26,6 +30,6 @@ for sig in TERM KILL; do
   expect_eq "new container after restart ($sig)" new "$out"
 done
 bctr tasks kill -s SIGKILL long-1
-wait_until 30 "long-1 to stop" test "$(task_status long-1)" = STOPPED
+wait_until 30 "long-1 to stop" task_is long-1 STOPPED
 bctr tasks delete long-1
 bctr containers delete long-1
