@@ -146,11 +146,10 @@ absl::StatusOr<BlockCache::Value> ZFileReader::DecodeBlock(uint64_t i, const cha
       }
     }
   }
-  auto out = std::make_shared<std::string>();
-  out->resize(BlockLength(i));
+  std::shared_ptr<CachedBlock> out = cache_->Allocate(BlockLength(i));
   void* dctx = info_.algorithm == ZFileAlgorithm::kZstd ? AcquireDctx() : nullptr;
-  absl::Status s =
-      zfile_internal::Decompress(info_.algorithm, stored, payload, out->data(), out->size(), dctx);
+  absl::Status s = zfile_internal::Decompress(info_.algorithm, stored, payload, out->mutable_data(),
+                                              out->size(), dctx);
   if (dctx != nullptr) ReleaseDctx(dctx);
   if (!s.ok()) {
     return absl::DataLossError(absl::StrCat(file_->Name(), ": ZFile block ", i, " (at offset ",
@@ -166,7 +165,7 @@ absl::StatusOr<size_t> ZFileReader::Pread(uint64_t offset, size_t n, char* buf) 
   const uint64_t bs = info_.block_size;
   const uint64_t first = offset / bs;
   const uint64_t last = (offset + want - 1) / bs;
-  auto copy_out = [&](uint64_t i, const std::string& block) {
+  auto copy_out = [&](uint64_t i, const CachedBlock& block) {
     uint64_t block_start = i * bs;
     uint64_t from = std::max(offset, block_start);
     uint64_t to = std::min<uint64_t>(offset + want, block_start + block.size());
@@ -175,10 +174,14 @@ absl::StatusOr<size_t> ZFileReader::Pread(uint64_t offset, size_t n, char* buf) 
   std::string stored;
   uint64_t i = first;
   while (i <= last) {
-    if (BlockCache::Value v = cache_->Lookup(cache_id_, i)) {
-      copy_out(i, *v);
-      ++i;
-      continue;
+    {
+      uint64_t block_start = i * bs;
+      uint64_t from = std::max(offset, block_start);
+      uint64_t to = std::min<uint64_t>(offset + want, block_start + bs);
+      if (cache_->CopyOut(cache_id_, i, from - block_start, to - from, buf + (from - offset))) {
+        ++i;
+        continue;
+      }
     }
     // A run of uncached blocks, fetched with one read.
     uint64_t j = i + 1;

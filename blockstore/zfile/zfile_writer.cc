@@ -82,14 +82,15 @@ absl::Status ZFileWriter::FlushBlocks(bool final) {
   if (nblocks == 0) return absl::OkStatus();
   const size_t crc_len = options_.verify ? 4 : 0;
   const size_t cap = zfile_internal::CompressBound(options_.algorithm, bs) + crc_len;
-  std::vector<std::string> outputs(nblocks);
+  if (outputs_.size() < nblocks) outputs_.resize(nblocks);
+  std::vector<std::string>& outputs = outputs_;
   std::vector<absl::Status> errors(compressors_.size());
   // Each block is compressed on its own, so the output does not depend on which thread did it.
   auto work = [&](size_t t) {
     for (size_t b = t; b < nblocks; b += compressors_.size()) {
       size_t len = std::min(bs, pending_.size() - b * bs);
       std::string& o = outputs[b];
-      o.resize(cap);
+      if (o.size() < cap) o.resize(cap);
       absl::StatusOr<size_t> n =
           compressors_[t]->Compress(pending_.data() + b * bs, len, o.data(), cap - crc_len);
       if (!n.ok()) {
@@ -112,12 +113,12 @@ absl::Status ZFileWriter::FlushBlocks(bool final) {
   for (const absl::Status& e : errors) {
     if (!e.ok()) return absl::InternalError(absl::StrCat(Name(), ": ", e.message()));
   }
-  std::string joined;
-  for (std::string& o : outputs) {
-    jump_table_.push_back(static_cast<uint32_t>(o.size()));
-    joined += o;
+  joined_.clear();
+  for (size_t b = 0; b < nblocks; ++b) {
+    jump_table_.push_back(static_cast<uint32_t>(outputs[b].size()));
+    joined_ += outputs[b];
   }
-  if (absl::Status s = out_->Append(joined); !s.ok()) return s;
+  if (absl::Status s = out_->Append(joined_); !s.ok()) return s;
   pending_.erase(0, std::min(pending_.size(), nblocks * bs));
   return absl::OkStatus();
 }

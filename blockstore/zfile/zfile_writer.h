@@ -58,6 +58,9 @@ class ZFileWriter final : public WritableFile {
   std::vector<std::unique_ptr<zfile_internal::Compressor>> compressors_;
   std::string pending_;
   size_t batch_bytes_;
+  // Per-block output slots of one batch and the joined batch, reused across batches.
+  std::vector<std::string> outputs_;
+  std::string joined_;
   uint64_t raw_size_ = 0;
   std::vector<uint32_t> jump_table_;
   bool closed_ = false;
