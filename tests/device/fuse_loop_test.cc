@@ -36,9 +36,26 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The whole file, or "<error: ...>" (compares unequal to any content we wrote).
 std::string ReadWhole(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::StrCat("<error: open: ", std::strerror(errno), ">");
+  std::string out;
+  size_t used = 0;
+  for (;;) {
+    out.resize(used + (1 << 20));
+    ssize_t n = ::read(fd, out.data() + used, out.size() - used);
+    if (n < 0) {
+      out = absl::StrCat("<error: read: ", std::strerror(errno), ">");
+      used = out.size();
+      break;
+    }
+    if (n == 0) break;
+    used += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  out.resize(used);
+  return out;
 }
 
 // Mount points in this namespace at or below `prefix`, deepest first.
@@ -145,13 +162,16 @@ class FuseLoopTest : public ::testing::Test {
         {"dir/sub/small", 4095}};
     for (const auto& [name, size] : files) {
       std::string data(size, '\0');
-      for (char& c : data) c = static_cast<char>(rng());
+      for (size_t i = 0; i < size; i += 8) {
+        uint64_t word = rng();
+        std::memcpy(data.data() + i, &word, std::min<size_t>(8, size - i));
+      }
       std::ofstream(src + "/" + name, std::ios::binary).write(data.data(), data.size());
       files_[name] = data;
     }
     image_path_ = scratch_.Join("disk.img");
     std::string cmd =
-        absl::StrCat("mkfs.ext4 -q -F -b 4096 -d ", src, " ", image_path_, " 32M >/dev/null 2>&1");
+        absl::StrCat("mkfs.ext4 -q -F -b 4096 -d ", src, " ", image_path_, " 16M >/dev/null 2>&1");
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
     image_ = ReadWhole(image_path_);
     absl::StatusOr<std::unique_ptr<RandomAccessFile>> file = OpenLocalFile(image_path_);
