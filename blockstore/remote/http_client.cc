@@ -237,6 +237,9 @@ absl::StatusOr<HttpResponse> HttpClient::Send(const HttpRequest& request,
   curl_easy_reset(curl);
 
   HttpResponse response;
+  if (request.expected_body_bytes > 0 && !request.body_sink) {
+    response.body.reserve(std::min(request.expected_body_bytes, request.max_body_bytes));
+  }
   Transfer t;
   t.request = &request;
   t.response = &response;

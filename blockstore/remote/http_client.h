@@ -34,6 +34,8 @@ struct HttpRequest {
   bool follow_redirects = false;
   // Response bodies larger than this fail with RESOURCE_EXHAUSTED (when no sink is set).
   size_t max_body_bytes = 64 << 20;
+  // Expected body size, reserved up front (saves reallocations of large range bodies).
+  size_t expected_body_bytes = 0;
   // When set, body bytes of a 2xx response are passed here instead of being collected; return
   // false to abort the transfer. Error bodies are always collected (truncated to 64 KiB).
   std::function<bool(absl::string_view)> body_sink;

@@ -104,7 +104,42 @@ CachedBlob::CachedBlob(NodeCache* cache, std::string digest, uint64_t size, uint
       nunits_((size + unit - 1) / unit),
       dir_(std::move(dir)) {}
 
-CachedBlob::~CachedBlob() = default;
+CachedBlob::~CachedBlob() {
+  if (!data_fd_.valid() || !map_fd_.valid()) return;
+  if (absl::Status s = Flush(); !s.ok()) {
+    spdlog::warn("node cache: flushing {}: {}", digest_, std::string(s.message()));
+  }
+}
+
+absl::Status CachedBlob::Flush() {
+  absl::MutexLock flush_lock(&flush_mu_);
+  std::vector<std::pair<uint64_t, uint32_t>> batch;
+  {
+    absl::MutexLock lock(&mu_);
+    batch.swap(pending_);
+    pending_bytes_ = 0;
+  }
+  if (batch.empty()) return absl::OkStatus();
+  // Data first: only units whose bytes are durable get their bit on disk.
+  if (::fdatasync(data_fd_.get()) != 0) {
+    absl::Status s = Errno("fdatasync", dir_ + "/data");
+    absl::MutexLock lock(&mu_);
+    pending_.insert(pending_.end(), batch.begin(), batch.end());
+    return s;
+  }
+  absl::MutexLock lock(&mu_);
+  std::vector<uint64_t> bytes;
+  for (const auto& [u, gen] : batch) {
+    // Evicted (and maybe refetched) since: that fetch's bytes are not the ones just synced.
+    if (gen != generation_[u] || !TestBit(u)) continue;
+    SetDiskBit(u, true);
+    if (bytes.empty() || bytes.back() != u / 8) bytes.push_back(u / 8);
+  }
+  for (uint64_t b : bytes) {
+    if (absl::Status s = WriteMapByte(b * 8); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
 
 uint64_t CachedBlob::UnitBytes(uint64_t u) const { return std::min(unit_, size_ - u * unit_); }
 
@@ -120,6 +155,7 @@ absl::Status CachedBlob::Load() {
   absl::MutexLock lock(&mu_);
   bits_.assign((nunits_ + 7) / 8, 0);
   last_access_.assign(nunits_, 0);
+  generation_.assign(nunits_, 0);
   struct stat st;
   bool ok = ::fstat(data_fd_.get(), &st) == 0 && static_cast<uint64_t>(st.st_size) == size_;
   char header[kMapHeaderSize];
@@ -137,6 +173,7 @@ absl::Status CachedBlob::Load() {
   }
   // Bits past the last unit must be clear.
   if (nunits_ % 8 != 0) bits_.back() &= static_cast<uint8_t>((1u << (nunits_ % 8)) - 1);
+  disk_bits_ = bits_;
   present_ = 0;
   uint64_t bytes = 0;
   for (uint64_t u = 0; u < nunits_; ++u) {
@@ -166,13 +203,16 @@ absl::Status CachedBlob::Reset() {
     return Errno("truncate", data_path);
   }
   bits_.assign((nunits_ + 7) / 8, 0);
+  disk_bits_ = bits_;
+  pending_.clear();
+  pending_bytes_ = 0;
   present_ = 0;
   verified_ = false;
   return absl::OkStatus();
 }
 
 absl::Status CachedBlob::WriteMapByte(uint64_t u) {
-  return PwriteAll(map_fd_.get(), reinterpret_cast<const char*>(&bits_[u / 8]), 1,
+  return PwriteAll(map_fd_.get(), reinterpret_cast<const char*>(&disk_bits_[u / 8]), 1,
                    kMapHeaderSize + u / 8, dir_ + "/map");
 }
 
@@ -198,36 +238,40 @@ bool CachedBlob::Complete() const {
 absl::Status CachedBlob::FetchRun(uint64_t first, uint64_t count, const UnitFetcher& fetch) {
   uint64_t offset = first * unit_;
   uint64_t len = std::min(count * unit_, size_ - offset);
-  std::string buf(len, '\0');
-  absl::Status s = fetch(offset, len, buf.data());
+  std::unique_ptr<char[]> buf(new char[len]);  // not zero-filled: the fetch fills it all
+  absl::Status s = fetch(offset, len, buf.get());
   cache_->fetch_requests_.fetch_add(1, std::memory_order_relaxed);
   if (s.ok()) {
-    s = PwriteAll(data_fd_.get(), buf.data(), len, offset, dir_ + "/data");
+    s = PwriteAll(data_fd_.get(), buf.get(), len, offset, dir_ + "/data");
   }
-  // The bytes must be durable before any bit says they are present.
-  if (s.ok() && ::fdatasync(data_fd_.get()) != 0) s = Errno("fdatasync", dir_ + "/data");
-  absl::MutexLock lock(&mu_);
-  if (s.ok()) {
-    for (uint64_t u = first; u < first + count; ++u) {
-      if (!TestBit(u)) {
-        bits_[u / 8] |= static_cast<uint8_t>(1u << (u % 8));
-        ++present_;
-        cache_->used_bytes_.fetch_add(UnitBytes(u), std::memory_order_relaxed);
+  // The bytes are readable now (page cache); they become durable, and only then get their map
+  // bits, in the next Flush.
+  bool flush = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (s.ok()) {
+      for (uint64_t u = first; u < first + count; ++u) {
+        if (!TestBit(u)) {
+          bits_[u / 8] |= static_cast<uint8_t>(1u << (u % 8));
+          ++present_;
+          cache_->used_bytes_.fetch_add(UnitBytes(u), std::memory_order_relaxed);
+        }
+        pending_.emplace_back(u, generation_[u]);
       }
+      pending_bytes_ += len;
+      flush = pending_bytes_ >= cache_->options_.flush_bytes;
+      cache_->miss_units_.fetch_add(count, std::memory_order_relaxed);
+      cache_->fetched_bytes_.fetch_add(len, std::memory_order_relaxed);
     }
-    for (uint64_t byte = first / 8; byte <= (first + count - 1) / 8 && s.ok(); ++byte) {
-      s = WriteMapByte(byte * 8);
+    for (uint64_t u = first; u < first + count; ++u) {
+      auto it = inflight_.find(u);
+      if (it == inflight_.end()) continue;
+      it->second->status = s;
+      it->second->done.Notify();
+      inflight_.erase(it);
     }
-    cache_->miss_units_.fetch_add(count, std::memory_order_relaxed);
-    cache_->fetched_bytes_.fetch_add(len, std::memory_order_relaxed);
   }
-  for (uint64_t u = first; u < first + count; ++u) {
-    auto it = inflight_.find(u);
-    if (it == inflight_.end()) continue;
-    it->second->status = s;
-    it->second->done.Notify();
-    inflight_.erase(it);
-  }
+  if (flush) cache_->RequestFlush();
   return s;
 }
 
@@ -342,6 +386,8 @@ absl::StatusOr<uint64_t> CachedBlob::EvictUnitsLocked(const std::vector<uint64_t
     for (uint64_t u : units) {
       if (u >= nunits_ || !TestBit(u)) continue;
       bits_[u / 8] &= static_cast<uint8_t>(~(1u << (u % 8)));
+      ++generation_[u];
+      SetDiskBit(u, false);
       if (absl::Status s = WriteMapByte(u); !s.ok()) return s;
       evicted.push_back(u);
     }
@@ -384,6 +430,7 @@ absl::Status CachedBlob::Discard() {
 
 absl::Status CachedBlob::VerifyAndMark() {
   absl::ReaderMutexLock lock(&evict_mu_);
+  if (absl::Status s = Flush(); !s.ok()) return s;
   if (!Complete()) {
     return absl::FailedPreconditionError(
         absl::StrCat("node cache: ", digest_, " is not complete, cannot verify"));
@@ -408,6 +455,14 @@ absl::Status CachedBlob::VerifyAndMark() {
   if (!fd.valid()) return Errno("create", marker);
   // The map's bits must be on disk too before the marker claims the whole blob.
   if (::fdatasync(map_fd_.get()) != 0 || ::fsync(fd.get()) != 0) return Errno("fsync", marker);
+  {
+    absl::MutexLock l(&mu_);
+    if (disk_bits_ != bits_) {
+      ::unlink(marker.c_str());
+      return absl::FailedPreconditionError(
+          absl::StrCat("node cache: ", digest_, " changed while it was verified"));
+    }
+  }
   fd.reset();
   FsyncDir(dir_);
   absl::MutexLock l(&mu_);
@@ -433,6 +488,8 @@ absl::StatusOr<std::shared_ptr<NodeCache>> NodeCache::Open(NodeCacheOptions opti
   }
   ::chmod(options.root.c_str(), 0700);
   std::shared_ptr<NodeCache> cache(new NodeCache(options));
+  NodeCache* raw = cache.get();
+  cache->flusher_ = std::thread([raw] { raw->FlushLoop(); });
   // Load every blob already cached so usage and eviction see them.
   for (const auto& algo : std::filesystem::directory_iterator(options.root + "/blobs", ec)) {
     if (!algo.is_directory()) continue;
@@ -461,7 +518,50 @@ absl::StatusOr<std::shared_ptr<NodeCache>> NodeCache::Open(NodeCacheOptions opti
   return cache;
 }
 
-NodeCache::~NodeCache() = default;
+NodeCache::~NodeCache() {
+  {
+    absl::MutexLock lock(&flush_q_mu_);
+    stopping_ = true;
+    flush_cv_.Signal();
+  }
+  if (flusher_.joinable()) flusher_.join();
+  // The blobs flush themselves as they are destroyed.
+}
+
+void NodeCache::RequestFlush() {
+  absl::MutexLock lock(&flush_q_mu_);
+  flush_requested_ = true;
+  flush_cv_.Signal();
+}
+
+void NodeCache::FlushLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&flush_q_mu_);
+      if (!flush_requested_ && !stopping_)
+        flush_cv_.WaitWithTimeout(&flush_q_mu_, absl::Seconds(2));
+      if (stopping_) return;
+      flush_requested_ = false;
+    }
+    if (absl::Status s = Flush(); !s.ok()) {
+      spdlog::warn("node cache: background flush: {}", std::string(s.message()));
+    }
+  }
+}
+
+absl::Status NodeCache::Flush() {
+  std::vector<std::shared_ptr<CachedBlob>> blobs;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [digest, blob] : blobs_) blobs.push_back(blob);
+  }
+  absl::Status first;
+  for (const auto& b : blobs) {
+    absl::Status s = b->Flush();
+    if (first.ok()) first = s;
+  }
+  return first;
+}
 
 absl::StatusOr<std::shared_ptr<CachedBlob>> NodeCache::Blob(absl::string_view digest,
                                                             uint64_t size) {

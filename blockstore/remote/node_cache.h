@@ -5,7 +5,9 @@
 //   data      sparse file of the blob's size; present units hold the blob's bytes
 //   map       32-byte header (magic "DADIUMAP", version, unit size, blob size) then one bit per
 //             unit, set only after the unit's bytes are durable (fdatasync) — a crash can lose
-//             bits of present units, never make a missing unit look present
+//             bits of present units, never make a missing unit look present. Fetched units are
+//             readable at once (page cache); their bits reach the map in batches: after
+//             `flush_bytes` of new data, on Flush() and when the cache is closed
 //   verified  present when the whole blob was downloaded and its sha256 matched the digest
 // Eviction clears bits durably before punching holes. Thread-safe.
 #pragma once
@@ -16,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -33,6 +36,8 @@ struct NodeCacheOptions {
   uint64_t size_limit = 0;       // bytes of present units; 0: unlimited
   // Eviction brings usage down to this fraction of the limit.
   double low_watermark = 0.9;
+  // New units are made durable (one fdatasync, then their map bits) after this many bytes.
+  uint64_t flush_bytes = 64 << 20;
 };
 
 struct NodeCacheStats {
@@ -72,6 +77,9 @@ class CachedBlob {
   // Drops the whole blob (used when its digest did not verify).
   absl::Status Discard();
 
+  // Makes every fetched unit durable and records it in the map.
+  absl::Status Flush();
+
   bool verified() const;
   uint64_t PresentUnits() const;
   bool Complete() const;
@@ -90,6 +98,13 @@ class CachedBlob {
   absl::Status Reset();
   bool TestBit(uint64_t u) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return (bits_[u / 8] >> (u % 8)) & 1;
+  }
+  void SetDiskBit(uint64_t u, bool on) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (on) {
+      disk_bits_[u / 8] |= static_cast<uint8_t>(1u << (u % 8));
+    } else {
+      disk_bits_[u / 8] &= static_cast<uint8_t>(~(1u << (u % 8)));
+    }
   }
   absl::Status WriteMapByte(uint64_t u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FetchRun(uint64_t first, uint64_t count, const UnitFetcher& fetch);
@@ -114,7 +129,13 @@ class CachedBlob {
   // invalidate: a hole is never punched under a reader.
   mutable absl::Mutex evict_mu_;
   mutable absl::Mutex mu_;
-  std::vector<uint8_t> bits_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint8_t> bits_ ABSL_GUARDED_BY(mu_);         // present (readable) units
+  std::vector<uint8_t> disk_bits_ ABSL_GUARDED_BY(mu_);    // what the map file says: durable
+  std::vector<uint32_t> generation_ ABSL_GUARDED_BY(mu_);  // bumped when a unit is evicted
+  // Units fetched but not yet durable: (unit, generation at fetch).
+  std::vector<std::pair<uint64_t, uint32_t>> pending_ ABSL_GUARDED_BY(mu_);
+  uint64_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Mutex flush_mu_;  // one Flush at a time
   std::vector<uint64_t> last_access_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::shared_ptr<Inflight>> inflight_ ABSL_GUARDED_BY(mu_);
   uint64_t present_ ABSL_GUARDED_BY(mu_) = 0;
@@ -143,18 +164,28 @@ class NodeCache {
 
   NodeCacheStats Stats() const;
   const NodeCacheOptions& options() const { return options_; }
+  // Makes every blob's fetched units durable now (a background thread does it every 2 s and
+  // after flush_bytes of new data).
+  absl::Status Flush();
 
  private:
   friend class CachedBlob;
   explicit NodeCache(NodeCacheOptions options) : options_(std::move(options)) {}
   uint64_t Tick() { return clock_.fetch_add(1, std::memory_order_relaxed) + 1; }
   void MaybeEvict();
+  void RequestFlush();
+  void FlushLoop();
 
   const NodeCacheOptions options_;
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<CachedBlob>> blobs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> pins_ ABSL_GUARDED_BY(mu_);
   absl::Mutex evict_run_mu_;  // one eviction pass at a time
+  absl::Mutex flush_q_mu_;
+  absl::CondVar flush_cv_;
+  bool flush_requested_ ABSL_GUARDED_BY(flush_q_mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(flush_q_mu_) = false;
+  std::thread flusher_;
   std::atomic<uint64_t> clock_{0};
   std::atomic<uint64_t> used_bytes_{0};
   std::atomic<uint64_t> hit_units_{0}, miss_units_{0}, hit_bytes_{0}, fetched_bytes_{0},

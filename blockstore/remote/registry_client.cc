@@ -554,6 +554,7 @@ absl::Status RegistryClient::ReadRangeFrom(const Endpoint& ep, const Reference& 
     req.url = *cached;
     req.headers.push_back(range);
     req.max_body_bytes = std::max<size_t>(length, 16 << 20);
+    req.expected_body_bytes = length;
     absl::StatusOr<HttpResponse> resp =
         http_->SendWithRetry(req, TransportFor(AuthorityOf(*cached)), policy);
     if (resp.ok() && (resp->status == 206 || resp->status == 200)) {
@@ -571,6 +572,7 @@ absl::Status RegistryClient::ReadRangeFrom(const Endpoint& ep, const Reference& 
   req.url = absl::StrCat(ep.base, "/v2/", repo.repository, "/blobs/", digest);
   req.headers.push_back(range);
   req.max_body_bytes = std::max<size_t>(length, 16 << 20);
+  req.expected_body_bytes = length;
   absl::StatusOr<HttpResponse> resp = Send(ep, req, {PullScope(repo)}, policy);
   if (!resp.ok()) return resp.status();
   for (int hops = 0; IsRedirect(resp->status); ++hops) {
@@ -585,6 +587,7 @@ absl::Status RegistryClient::ReadRangeFrom(const Endpoint& ep, const Reference& 
     follow.url = url;
     follow.headers.push_back(range);
     follow.max_body_bytes = req.max_body_bytes;
+    follow.expected_body_bytes = length;
     // The registry's token is not sent to a storage host on another authority.
     if (AuthorityOf(url) == AuthorityOf(ep.base)) {
       resp = Send(ep, follow, {PullScope(repo)}, policy);

@@ -1,5 +1,8 @@
 #include "blockstore/remote/remote_blob.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "blockstore/remote/digest.h"
@@ -44,7 +47,28 @@ std::string RemoteBlob::Name() const {
 }
 
 absl::Status RemoteBlob::Fetch(uint64_t offset, size_t len, char* buf) const {
-  return client_->ReadBlobRange(repo_, blob_->digest(), offset, len, buf);
+  const uint64_t part = std::max<uint64_t>(options_.parallel_part, 1 << 20);
+  if (options_.max_parallel <= 1 || len < 2 * part) {
+    return client_->ReadBlobRange(repo_, blob_->digest(), offset, len, buf);
+  }
+  uint64_t parts = std::min<uint64_t>(options_.max_parallel, (len + part - 1) / part);
+  uint64_t each = (len + parts - 1) / parts;
+  std::vector<absl::Status> results(parts);
+  std::vector<std::thread> threads;
+  for (uint64_t i = 1; i < parts; ++i) {
+    uint64_t off = i * each;
+    size_t n = static_cast<size_t>(std::min<uint64_t>(each, len - off));
+    threads.emplace_back([this, &results, i, offset, off, n, buf] {
+      results[i] = client_->ReadBlobRange(repo_, blob_->digest(), offset + off, n, buf + off);
+    });
+  }
+  results[0] = client_->ReadBlobRange(repo_, blob_->digest(), offset,
+                                      static_cast<size_t>(std::min<uint64_t>(each, len)), buf);
+  for (std::thread& t : threads) t.join();
+  for (const absl::Status& s : results) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<size_t> RemoteBlob::Pread(uint64_t offset, size_t n, char* buf) const {

@@ -22,6 +22,10 @@ namespace dadi::blockstore {
 struct RemoteBlobOptions {
   // Largest readahead window for sequential reads (bytes, a multiple of the cache unit).
   uint64_t max_readahead = 16 << 20;
+  // A fetch of at least 2 × `parallel_part` bytes is split into parts fetched concurrently
+  // (up to `max_parallel` range GETs): registries serve ranges faster in parallel.
+  uint64_t parallel_part = 4 << 20;
+  int max_parallel = 4;
 };
 
 struct BackgroundDownloadOptions {

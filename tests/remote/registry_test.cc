@@ -2,6 +2,7 @@
 // pulls, range reads, Basic and token auth, TLS, mirrors, redirects, and a fault-injecting proxy.
 // Timeouts and backoffs are configured short; nothing asserts on timing.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <fstream>

@@ -20,8 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)ParseRetryAfter(in, absl::UnixEpoch());
   (void)ParseUploadRange(in);
   absl::StatusOr<UrlParts> u = ParseHttpUrl(in);
-  if (u.ok() && (u->authority.empty() || u->path_and_query.empty() ||
-                 u->path_and_query[0] != '/')) {
+  if (u.ok() &&
+      (u->authority.empty() || u->path_and_query.empty() || u->path_and_query[0] != '/')) {
     __builtin_trap();
   }
   (void)UrlEncode(in);
