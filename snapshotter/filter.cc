@@ -1,5 +1,6 @@
 #include "snapshotter/filter.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 
@@ -327,6 +328,72 @@ int RegexNesting(absl::string_view re) {
   return max_depth;
 }
 
+// A rough count of the automaton states a pattern compiles to: counted repetition copies
+// what it repeats, so "(a{100}){100}" is 10000 states although it is 12 bytes. Errs high.
+int64_t RegexSizeEstimate(absl::string_view re) {
+  struct Frame {
+    int64_t size = 0;  // states of the group so far
+    int64_t last = 0;  // states of the last atom or group, which a quantifier repeats
+  };
+  std::vector<Frame> stack(1);
+  constexpr int64_t kCap = int64_t{1} << 40;  // saturate: only "too big" matters
+  for (size_t i = 0; i < re.size(); ++i) {
+    Frame& top = stack.back();
+    const char c = re[i];
+    if (c == '(') {
+      stack.emplace_back();
+    } else if (c == ')' && stack.size() > 1) {
+      const int64_t group = stack.back().size + 2;
+      stack.pop_back();
+      stack.back().size = std::min(kCap, stack.back().size + group);
+      stack.back().last = group;
+    } else if (c == '{') {
+      // {m}, {m,} or {m,n}: the last atom appears max(m, n) times.
+      size_t j = i + 1;
+      int64_t m = 0, n = -1, cur = 0;
+      bool comma = false, digits = false;
+      for (; j < re.size() && re[j] != '}'; ++j) {
+        if (re[j] >= '0' && re[j] <= '9') {
+          cur = std::min<int64_t>(cur * 10 + (re[j] - '0'), kCap);
+          digits = true;
+        } else if (re[j] == ',' && !comma) {
+          m = cur, cur = 0, comma = true, digits = false;
+        } else {
+          break;
+        }
+      }
+      if (j < re.size() && re[j] == '}') {
+        if (comma) {
+          n = digits ? cur : -1;
+        } else {
+          m = cur;
+        }
+        const int64_t times = std::max<int64_t>(std::max(m, n), 1);
+        const int64_t grown = std::min(kCap, top.last * times);
+        top.size = std::min(kCap, top.size + grown - top.last + 1);
+        top.last = grown;
+        i = j;
+      } else {
+        top.size += 1, top.last = 1;
+      }
+    } else if (c == '[') {
+      // A class is one state; skip to its closing bracket.
+      size_t j = i + 1;
+      if (j < re.size() && re[j] == '^') ++j;
+      if (j < re.size() && re[j] == ']') ++j;
+      while (j < re.size() && re[j] != ']') j += re[j] == '\\' ? 2 : 1;
+      i = j;
+      top.size += 1, top.last = 1;
+    } else {
+      if (c == '\\') ++i;
+      top.size += 1, top.last = 1;
+    }
+  }
+  int64_t total = 0;
+  for (const Frame& f : stack) total = std::min(kCap, total + f.size);
+  return total;
+}
+
 class Parser {
  public:
   explicit Parser(absl::string_view input) : input_(input), scanner_(input) {}
@@ -401,6 +468,9 @@ class Parser {
       if (sel.value.size() > kMaxRegexLength) {
         return Error(value.pos,
                      absl::StrCat("regular expression longer than ", kMaxRegexLength, " bytes"));
+      }
+      if (RegexSizeEstimate(sel.value) > kMaxRegexStates) {
+        return Error(value.pos, "regular expression too large once repetitions are expanded");
       }
       if (RegexNesting(sel.value) > kMaxRegexNesting) {
         return Error(value.pos,

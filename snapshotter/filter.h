@@ -20,6 +20,7 @@
 // and is fuzzed (tests/fuzz/snapshotter).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -68,5 +69,8 @@ absl::StatusOr<Filter> ParseFilters(const std::vector<std::string>& inputs);
 // Limits that keep a hostile filter from exhausting the stack or memory of the regex engine.
 inline constexpr size_t kMaxRegexLength = 1024;
 inline constexpr int kMaxRegexNesting = 32;
+// States after expanding counted repetition ("(a{100}){100}" has 10000): bounds the time of
+// one match to (value length × states).
+inline constexpr int64_t kMaxRegexStates = 5000;
 
 }  // namespace dadi::snapshotter

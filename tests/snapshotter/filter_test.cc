@@ -135,6 +135,13 @@ TEST(FilterTest, ParsedForm) {
 TEST(FilterTest, HostileRegexesAreBounded) {
   EXPECT_FALSE(Parses("name~=" + std::string(kMaxRegexLength + 1, 'a')));
   EXPECT_FALSE(Parses("name~=" + std::string(40, '(') + "a" + std::string(40, ')')));
+  // Counted repetition is expanded by the engine: bounded by the expanded size.
+  EXPECT_FALSE(Parses("name~=(a{100}){100}"));
+  EXPECT_FALSE(Parses("name~=a{6000}"));
+  EXPECT_FALSE(Parses("name~=((a|b){40}c){40}"));
+  EXPECT_TRUE(Parses("name~=^sha256:[a-f0-9]{64}$"));
+  EXPECT_TRUE(Parses("name~=a{1000}"));
+  EXPECT_TRUE(Parses("name~=^\\d{4}-\\d{2}-\\d{2}$"));
   // Nested repetition: bounded compile, and matching a long value does not blow the stack.
   auto f = ParseFilters({"name~=^(a+)+$"});
   ASSERT_TRUE(f.ok());
