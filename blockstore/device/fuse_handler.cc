@@ -23,8 +23,6 @@ constexpr uint32_t kParamsVersion = 1;
 constexpr uint32_t kOurMinor = FUSE_KERNEL_MINOR_VERSION;
 // Oldest kernel protocol we serve: 7.23 (Linux 3.15) has every reply at its full size.
 constexpr uint32_t kOldestMinor = 23;
-// Largest request we accept besides READ data replies: INIT-sized structs and a file name.
-constexpr uint32_t kMaxWrite = 1 << 20;
 
 // INIT flags we ask for. Parallel reads (ASYNC_READ) and large requests (MAX_PAGES) are what
 // make a loop device on top of FUSE fast; no writeback cache (the file system is read-only).
@@ -427,7 +425,7 @@ void FuseHandler::HandleInit(const Request& req, FuseReplySink* sink) {
   params.minor = std::min(in.minor, kOurMinor);
   params.page_size = static_cast<uint32_t>(::sysconf(_SC_PAGESIZE));
   params.max_pages = std::clamp<uint32_t>(options_.max_pages, 1, 256);
-  params.max_write = kMaxWrite;
+  params.max_write = FuseConnParams::kOfferedMaxWrite;
   params.flags = granted;
   // The kernel never raises read-ahead above what it offered; take all of it.
   params.max_readahead = std::min(in.max_readahead, params.MaxRead());

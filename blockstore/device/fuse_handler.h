@@ -33,6 +33,9 @@ namespace dadi::blockstore {
 // The parameters fixed by FUSE_INIT. A process resuming a connection (restart) is given these
 // instead of a second INIT, which the kernel never sends.
 struct FuseConnParams {
+  // The max_write we offer in INIT (large: the request buffer is sized from it).
+  static constexpr uint32_t kOfferedMaxWrite = 1 << 20;
+
   uint32_t major = 0;          // protocol version agreed (always 7)
   uint32_t minor = 0;          // min(kernel's, ours)
   uint32_t max_readahead = 0;  // bytes

@@ -90,9 +90,9 @@ absl::StatusOr<std::unique_ptr<FuseServer>> FuseServer::Mount(const std::string&
   server->mount_ = *std::move(mount);
   // The kernel queued INIT during mount(2); the threads answer it. Until then every other
   // access to the mount blocks in the kernel, including our own stat below.
-  FuseConnParams provisional;
-  provisional.max_write = 1 << 20;  // the value FuseHandler offers; sizes the buffers
-  if (absl::Status s = server->Start(provisional.RequestBufferSize()); !s.ok()) return s;
+  FuseConnParams offered;
+  offered.max_write = FuseConnParams::kOfferedMaxWrite;  // INIT itself needs the full buffer
+  if (absl::Status s = server->Start(offered.RequestBufferSize()); !s.ok()) return s;
   if (!server->handler_->WaitInitialized(options.init_timeout)) {
     return absl::DeadlineExceededError(absl::StrCat("FUSE mount ", mountpoint,
                                                     ": no INIT from the kernel within ",

@@ -132,9 +132,11 @@ absl::StatusOr<LoopDevice> LoopDevice::Attach(const std::string& backing_path,
                            (options.direct_io ? LO_FLAGS_DIRECT_IO : 0);
     std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), backing_path.c_str(),
                  LO_NAME_SIZE - 1);
-    int err = 0;
-    if (::ioctl(loop.get(), LOOP_CONFIGURE, &config) != 0) {
-      err = errno;
+    int err = ENOTTY;
+    if (options.use_loop_configure) {
+      err = ::ioctl(loop.get(), LOOP_CONFIGURE, &config) == 0 ? 0 : errno;
+    }
+    if (err != 0) {
       if (err == ENOTTY || err == EINVAL) {
         // Kernel before 5.8 (or one that refuses a field): the older, non-atomic way.
         err = BindLegacy(loop.get(), backing.get(), backing_path, options);

@@ -21,6 +21,8 @@ struct LoopOptions {
   bool direct_io = false;
   // How often to retry when another process binds the free device we were given first.
   int max_attempts = 16;
+  // LOOP_CONFIGURE when the kernel has it; false forces the pre-5.8 ioctls (for tests).
+  bool use_loop_configure = true;
 };
 
 class LoopDevice {

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -454,6 +455,60 @@ TEST_F(FuseLoopTest, LazilyUnmountedDeviceKeepsServingUntilReleased) {
   absl::StatusOr<AttachedDevice> again = backend_->Attach("busy", disk_, {});
   ASSERT_TRUE(again.ok()) << again.status();
   ExpectFilesEqual(again->mount_point);
+}
+
+std::string SysBlock(const LoopDevice& loop, const std::string& attr) {
+  std::string v = ReadWhole(absl::StrCat("/sys/block/loop", loop.number(), "/", attr));
+  while (!v.empty() && v.back() == '\n') v.pop_back();
+  return v;
+}
+
+// Both ways of binding give the same device: read-only, autoclear, 4 KiB blocks, buffered.
+TEST_F(FuseLoopTest, LoopDeviceConfiguredAlikeByBothIoctlPaths) {
+  for (bool configure : {true, false}) {
+    SCOPED_TRACE(configure ? "LOOP_CONFIGURE" : "LOOP_SET_FD");
+    LoopOptions options;
+    options.use_loop_configure = configure;
+    absl::StatusOr<LoopDevice> loop = LoopDevice::Attach(image_path_, options);
+    ASSERT_TRUE(loop.ok()) << loop.status();
+    EXPECT_EQ(SysBlock(*loop, "loop/backing_file"), image_path_);
+    EXPECT_EQ(SysBlock(*loop, "ro"), "1");
+    EXPECT_EQ(SysBlock(*loop, "loop/autoclear"), "1");
+    EXPECT_EQ(SysBlock(*loop, "loop/dio"), "0");
+    EXPECT_EQ(SysBlock(*loop, "queue/logical_block_size"), "4096");
+    std::string back(image_.size(), '\0');
+    ASSERT_EQ(::pread(loop->fd(), back.data(), back.size(), 0), static_cast<ssize_t>(back.size()));
+    EXPECT_TRUE(back == image_);
+    const int number = loop->number();
+    ASSERT_TRUE(loop->Detach().ok());
+    EXPECT_TRUE(Eventually([&] { return LoopBackingFile(number) != image_path_; }));
+  }
+}
+
+// Threads racing for the same free device all end up with devices of their own.
+TEST_F(FuseLoopTest, ConcurrentBindsGetDistinctDevices) {
+  std::vector<std::optional<LoopDevice>> loops(6);
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (size_t i = 0; i < loops.size(); ++i) {
+    threads.emplace_back([&, i] {
+      absl::StatusOr<LoopDevice> loop = LoopDevice::Attach(image_path_);
+      if (loop.ok()) {
+        loops[i] = std::move(*loop);
+      } else {
+        ++failures;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  std::set<int> numbers;
+  for (const auto& loop : loops) {
+    if (loop.has_value()) numbers.insert(loop->number());
+  }
+  EXPECT_EQ(numbers.size(), loops.size() - failures.load());
+  loops.clear();
+  EXPECT_TRUE(Eventually([&] { return LoopsUnder(image_path_).empty(); }));
 }
 
 // The restart plan in one process: a server hands its /dev/fuse connection over, a new one
