@@ -539,7 +539,7 @@ void NodeCache::FlushLoop() {
     {
       absl::MutexLock lock(&flush_q_mu_);
       if (!flush_requested_ && !stopping_)
-        flush_cv_.WaitWithTimeout(&flush_q_mu_, absl::Seconds(2));
+        flush_cv_.WaitWithTimeout(&flush_q_mu_, options_.flush_interval);
       if (stopping_) return;
       flush_requested_ = false;
     }

@@ -26,6 +26,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "blockstore/file/unique_fd.h"
 
 namespace dadi::blockstore {
@@ -38,6 +39,8 @@ struct NodeCacheOptions {
   double low_watermark = 0.9;
   // New units are made durable (one fdatasync, then their map bits) after this many bytes.
   uint64_t flush_bytes = 64 << 20;
+  // ... and at least this often.
+  absl::Duration flush_interval = absl::Seconds(2);
 };
 
 struct NodeCacheStats {

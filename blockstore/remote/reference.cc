@@ -169,6 +169,10 @@ absl::StatusOr<Reference> ParseReference(absl::string_view ref) {
   out.repository = std::string(rest);
   if (out.registry == kDockerHubRegistry && !absl::StrContains(out.repository, '/')) {
     out.repository = absl::StrCat("library/", out.repository);
+    if (!IsValidRepository(out.repository)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image reference \"", shown, "\": repository too long with the library/ prefix"));
+    }
   }
   if (out.tag.empty() && out.digest.empty()) out.tag = "latest";
   return out;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -133,6 +134,34 @@ TEST(NodeCacheTest, RestartKeepsOnlyCompleteUnits) {
   EXPECT_EQ(origin.requests(), before);  // all four from disk
   EXPECT_EQ(ReadRange(**blob, 0, 8 * kUnit, f), origin.data());
   EXPECT_EQ(origin.requests(), before + 1);
+}
+
+// A crash is simulated by copying the cache directory while units are fetched but not yet
+// flushed: the copy must show them missing, never present.
+TEST(NodeCacheTest, UnflushedUnitsAreNotInTheMapAfterACrash) {
+  testing::ScratchDir dir("remote-cache");
+  Origin origin(RandomBytes(6 * kUnit, 11));
+  std::string digest = Sha256Digest(origin.data());
+  NodeCacheOptions o;
+  o.root = dir.Join("live");
+  o.unit_size = kUnit;
+  o.flush_bytes = uint64_t{1} << 40;  // no flush by size
+  o.flush_interval = absl::Hours(1);  // nor by time
+  auto cache = *NodeCache::Open(o);
+  auto blob = *cache->Blob(digest, origin.data().size());
+  auto f = origin.Fetcher();
+  ReadRange(*blob, 0, 2 * kUnit, f);
+  ASSERT_TRUE(cache->Flush().ok());
+  ReadRange(*blob, 2 * kUnit, 2 * kUnit, f);  // units 2-3: readable, not yet durable
+  std::filesystem::copy(dir.Join("live"), dir.Join("crashed"),
+                        std::filesystem::copy_options::recursive);
+  auto after = OpenCache(dir.Join("crashed"));
+  auto reopened = after->Blob(digest, origin.data().size());
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ((*reopened)->PresentUnits(), 2u);
+  int before = origin.requests();
+  EXPECT_EQ(ReadRange(**reopened, 0, 6 * kUnit, f), origin.data());
+  EXPECT_EQ(origin.requests(), before + 1);  // units 2-5 refetched in one request
 }
 
 TEST(NodeCacheTest, CorruptMapResetsTheBlob) {

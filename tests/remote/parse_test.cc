@@ -59,6 +59,9 @@ TEST(ReferenceTest, RejectsBadInput) {
     EXPECT_FALSE(ParseReference(bad).ok()) << bad;
   }
   EXPECT_FALSE(ParseReference(std::string(5000, 'a')).ok());
+  // 255 bytes is fine alone but not with the library/ prefix (found by fuzzing).
+  EXPECT_FALSE(ParseReference(std::string(255, 'a')).ok());
+  EXPECT_TRUE(ParseReference("example.com/" + std::string(255, 'a')).ok());
 }
 
 TEST(DigestTest, Sha256) {
