@@ -4,10 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "blockstore/file/unique_fd.h"
 
@@ -84,7 +86,70 @@ class FileBlockDevice final : public BlockDevice {
   uint64_t size_;
 };
 
+class MemoryBlockDevice final : public BlockDevice {
+ public:
+  static constexpr uint64_t kPage = 4096;
+  MemoryBlockDevice(uint64_t size, std::string name) : size_(size), name_(std::move(name)) {}
+
+  uint64_t Size() const override { return size_; }
+  std::string Name() const override { return name_; }
+  absl::Status Flush() override { return absl::OkStatus(); }
+
+  absl::Status Pread(uint64_t offset, size_t n, char* buf) override {
+    if (absl::Status s = CheckRange(offset, n); !s.ok()) return s;
+    while (n > 0) {
+      uint64_t in_page = offset % kPage;
+      size_t len = static_cast<size_t>(std::min<uint64_t>(kPage - in_page, n));
+      auto it = pages_.find(offset / kPage);
+      if (it == pages_.end()) {
+        std::memset(buf, 0, len);
+      } else {
+        std::memcpy(buf, it->second.get() + in_page, len);
+      }
+      buf += len;
+      offset += len;
+      n -= len;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Pwrite(uint64_t offset, absl::string_view data) override {
+    if (absl::Status s = CheckRange(offset, data.size()); !s.ok()) return s;
+    while (!data.empty()) {
+      uint64_t in_page = offset % kPage;
+      size_t len = static_cast<size_t>(std::min<uint64_t>(kPage - in_page, data.size()));
+      std::unique_ptr<char[]>& page = pages_[offset / kPage];
+      if (!page) {
+        page.reset(new char[kPage]);
+        std::memset(page.get(), 0, kPage);
+      }
+      std::memcpy(page.get() + in_page, data.data(), len);
+      data.remove_prefix(len);
+      offset += len;
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status CheckRange(uint64_t offset, size_t n) const {
+    if (offset % kSectorSize != 0 || n % kSectorSize != 0 || offset > size_ || n > size_ - offset) {
+      return absl::OutOfRangeError(absl::StrCat("I/O of ", n, " bytes at ", offset, " on ", name_,
+                                                " (size ", size_,
+                                                ") is unaligned or out of range"));
+    }
+    return absl::OkStatus();
+  }
+
+  uint64_t size_;
+  std::string name_;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<char[]>> pages_;
+};
+
 }  // namespace
+
+std::unique_ptr<BlockDevice> NewMemoryBlockDevice(uint64_t size, std::string name) {
+  return std::make_unique<MemoryBlockDevice>(size, std::move(name));
+}
 
 absl::StatusOr<std::unique_ptr<BlockDevice>> OpenFileBlockDevice(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));

@@ -48,4 +48,7 @@ absl::StatusOr<std::unique_ptr<BlockDevice>> OpenFileBlockDevice(const std::stri
 absl::StatusOr<std::unique_ptr<BlockDevice>> CreateFileBlockDevice(const std::string& path,
                                                                    uint64_t size);
 
+// A sparse in-memory device (4 KiB pages allocated on first write), for tests and fuzzing.
+std::unique_ptr<BlockDevice> NewMemoryBlockDevice(uint64_t size, std::string name = "memory");
+
 }  // namespace dadi::converter

@@ -21,6 +21,9 @@ constexpr uint32_t kBlockSize = 4096;
 // FileWriter buffers this much data before allocating and writing it in one run.
 constexpr size_t kWriterBufferBytes = 4 << 20;
 constexpr size_t kMaxNameLen = 255;
+// Directories larger than this get an in-memory name index on first lookup.
+constexpr uint64_t kIndexDirBytes = 3 * kBlockSize;
+constexpr size_t kMaxIndexedEntries = 4 << 20;
 
 void InitErrorTable() {
   // com_err's table registration is process-wide and not thread-safe: do it once.
@@ -335,12 +338,57 @@ uint32_t Ext4Filesystem::block_size() const { return fs_->blocksize; }
 uint64_t Ext4Filesystem::free_blocks() const { return ext2fs_free_blocks_count(fs_->super); }
 
 absl::StatusOr<Ino> Ext4Filesystem::LookupChild(Ino dir, absl::string_view name) {
+  if (auto it = dir_index_.find(dir); it != dir_index_.end()) {
+    auto n = it->second.find(name);
+    return n == it->second.end() ? 0 : n->second;
+  }
+  struct ext2_inode inode;
+  errcode_t err = ext2fs_read_inode(fs_, dir, &inode);
+  if (err) return Error(err, absl::StrCat("reading inode ", dir));
+  if (LINUX_S_ISDIR(inode.i_mode) && EXT2_I_SIZE(&inode) > kIndexDirBytes) {
+    absl::flat_hash_map<std::string, Ino> index;
+    absl::Status s = ForEachEntry(dir, [&](const DirEntry& e) {
+      index.emplace(e.name, e.ino);
+      return true;
+    });
+    if (!s.ok()) return s;
+    if (indexed_entries_ + index.size() > kMaxIndexedEntries) {
+      dir_index_.clear();
+      indexed_entries_ = 0;
+    }
+    indexed_entries_ += index.size();
+    auto n = index.find(name);
+    Ino found = n == index.end() ? 0 : n->second;
+    dir_index_.emplace(dir, std::move(index));
+    return found;
+  }
   ext2_ino_t ino = 0;
-  errcode_t err =
-      ext2fs_lookup(fs_, dir, name.data(), static_cast<int>(name.size()), nullptr, &ino);
+  err = ext2fs_lookup(fs_, dir, name.data(), static_cast<int>(name.size()), nullptr, &ino);
   if (err == EXT2_ET_FILE_NOT_FOUND) return 0;
   if (err) return Error(err, absl::StrCat("looking up \"", name, "\" in inode ", dir));
   return ino;
+}
+
+void Ext4Filesystem::IndexAdd(Ino dir, absl::string_view name, Ino ino) {
+  auto it = dir_index_.find(dir);
+  if (it == dir_index_.end()) return;
+  if (it->second.insert_or_assign(std::string(name), ino).second) ++indexed_entries_;
+}
+
+void Ext4Filesystem::IndexRemove(Ino dir, absl::string_view name) {
+  auto it = dir_index_.find(dir);
+  if (it == dir_index_.end()) return;
+  auto n = it->second.find(name);
+  if (n == it->second.end()) return;
+  it->second.erase(n);
+  --indexed_entries_;
+}
+
+void Ext4Filesystem::IndexDrop(Ino dir) {
+  auto it = dir_index_.find(dir);
+  if (it == dir_index_.end()) return;
+  indexed_entries_ -= it->second.size();
+  dir_index_.erase(it);
 }
 
 absl::StatusOr<Ino> Ext4Filesystem::LookupPath(absl::string_view path) {
@@ -495,14 +543,71 @@ absl::Status Ext4Filesystem::SetXattrs(Ino ino, const std::vector<Xattr>& xattrs
   return absl::OkStatus();
 }
 
+long Ext4Filesystem::AppendEntry(Ino parent, absl::string_view name, Ino ino, int file_type) {
+  if (ext2fs_has_feature_metadata_csum(fs_->super) || ext2fs_has_feature_inline_data(fs_->super)) {
+    return EXT2_ET_UNIMPLEMENTED;
+  }
+  const unsigned needed = EXT2_DIR_REC_LEN(name.size());
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    struct ext2_inode inode;
+    errcode_t err = ext2fs_read_inode(fs_, parent, &inode);
+    if (err) return err;
+    if (!LINUX_S_ISDIR(inode.i_mode)) return EXT2_ET_NO_DIRECTORY;
+    if (inode.i_flags & (EXT2_INDEX_FL | EXT4_INLINE_DATA_FL)) return EXT2_ET_UNIMPLEMENTED;
+    const uint64_t nblocks = EXT2_I_SIZE(&inode) / fs_->blocksize;
+    if (nblocks == 0) return EXT2_ET_UNIMPLEMENTED;
+    blk64_t pblk = 0;
+    err = ext2fs_bmap2(fs_, parent, &inode, nullptr, 0, nblocks - 1, nullptr, &pblk);
+    if (err) return err;
+    if (pblk == 0) return EXT2_ET_UNIMPLEMENTED;
+    std::unique_ptr<char[]> buf(new char[fs_->blocksize]);
+    err = ext2fs_read_dir_block4(fs_, pblk, buf.get(), 0, parent);
+    if (err) return err;
+    unsigned offset = 0;
+    while (offset + 8 <= fs_->blocksize) {
+      auto* d = reinterpret_cast<struct ext2_dir_entry*>(buf.get() + offset);
+      unsigned rec_len = 0;
+      err = ext2fs_get_rec_len(fs_, d, &rec_len);
+      if (err) return err;
+      if (rec_len < 8 || offset + rec_len > fs_->blocksize) return EXT2_ET_DIR_CORRUPTED;
+      const unsigned used = d->inode != 0 ? EXT2_DIR_REC_LEN(ext2fs_dirent_name_len(d)) : 0;
+      if (rec_len >= used + needed) {
+        struct ext2_dir_entry* target = d;
+        if (used != 0) {
+          err = ext2fs_set_rec_len(fs_, used, d);
+          if (err) return err;
+          target = reinterpret_cast<struct ext2_dir_entry*>(buf.get() + offset + used);
+        }
+        err = ext2fs_set_rec_len(fs_, rec_len - used, target);
+        if (err) return err;
+        target->inode = ino;
+        ext2fs_dirent_set_name_len(target, static_cast<int>(name.size()));
+        ext2fs_dirent_set_file_type(target, file_type);
+        std::memcpy(target->name, name.data(), name.size());
+        return ext2fs_write_dir_block4(fs_, pblk, buf.get(), 0, parent);
+      }
+      offset += rec_len;
+    }
+    if (attempt == 0) {
+      err = ext2fs_expand_dir(fs_, parent);
+      if (err) return err;
+    }
+  }
+  return EXT2_ET_DIR_NO_SPACE;
+}
+
 absl::Status Ext4Filesystem::AddEntry(Ino parent, absl::string_view name, Ino ino, uint32_t mode) {
-  std::string n(name);
-  errcode_t err = ext2fs_link(fs_, parent, n.c_str(), ino, FileTypeOf(mode));
-  if (err == EXT2_ET_DIR_NO_SPACE) {
-    err = ext2fs_expand_dir(fs_, parent);
-    if (!err) err = ext2fs_link(fs_, parent, n.c_str(), ino, FileTypeOf(mode));
+  errcode_t err = AppendEntry(parent, name, ino, FileTypeOf(mode));
+  if (err == EXT2_ET_UNIMPLEMENTED) {
+    std::string n(name);
+    err = ext2fs_link(fs_, parent, n.c_str(), ino, FileTypeOf(mode));
+    if (err == EXT2_ET_DIR_NO_SPACE) {
+      err = ext2fs_expand_dir(fs_, parent);
+      if (!err) err = ext2fs_link(fs_, parent, n.c_str(), ino, FileTypeOf(mode));
+    }
   }
   if (err) return Error(err, absl::StrCat("adding \"", name, "\" to directory inode ", parent));
+  IndexAdd(parent, name, ino);
   return absl::OkStatus();
 }
 
@@ -517,13 +622,15 @@ absl::StatusOr<Ino> Ext4Filesystem::Mkdir(Ino parent, absl::string_view name, co
   if (absl::Status s = CheckName(name); !s.ok()) return s;
   absl::StatusOr<Ino> ino = NewInode(parent, S_IFDIR | 0755);
   if (!ino.ok()) return ino.status();
-  std::string n(name);
-  errcode_t err = ext2fs_mkdir(fs_, parent, *ino, n.c_str());
-  if (err == EXT2_ET_DIR_NO_SPACE) {
-    err = ext2fs_expand_dir(fs_, parent);
-    if (!err) err = ext2fs_mkdir(fs_, parent, *ino, n.c_str());
-  }
+  // Without a name, ext2fs_mkdir makes the directory and counts the parent's new link but
+  // leaves the entry to us (AddEntry appends without scanning the parent).
+  errcode_t err = ext2fs_mkdir(fs_, parent, *ino, nullptr);
   if (err) return Error(err, absl::StrCat("creating directory \"", name, "\""));
+  if (absl::Status s = AddEntry(parent, name, *ino, S_IFDIR); !s.ok()) {
+    (void)FreeInode(*ino);
+    (void)DropParentLink(parent);
+    return s;
+  }
   Attr a = attr;
   a.mode = S_IFDIR | (attr.mode & 07777);
   if (absl::Status s = SetAttr(*ino, a); !s.ok()) return s;
@@ -567,13 +674,13 @@ absl::StatusOr<Ino> Ext4Filesystem::Symlink(Ino parent, absl::string_view name,
   }
   absl::StatusOr<Ino> ino = NewInode(parent, S_IFLNK | 0777);
   if (!ino.ok()) return ino.status();
-  std::string n(name), t(target);
-  errcode_t err = ext2fs_symlink(fs_, parent, *ino, n.c_str(), t.c_str());
-  if (err == EXT2_ET_DIR_NO_SPACE) {
-    err = ext2fs_expand_dir(fs_, parent);
-    if (!err) err = ext2fs_symlink(fs_, parent, *ino, n.c_str(), t.c_str());
-  }
+  std::string t(target);
+  errcode_t err = ext2fs_symlink(fs_, parent, *ino, nullptr, t.c_str());
   if (err) return Error(err, absl::StrCat("creating symlink \"", name, "\""));
+  if (absl::Status s = AddEntry(parent, name, *ino, S_IFLNK); !s.ok()) {
+    (void)FreeInode(*ino);
+    return s;
+  }
   Attr a = attr;
   a.mode = S_IFLNK | 0777;
   if (absl::Status s = SetAttr(*ino, a); !s.ok()) return s;
@@ -655,6 +762,7 @@ absl::Status Ext4Filesystem::SetAttr(Ino ino, const Attr& attr) {
 }
 
 absl::Status Ext4Filesystem::FreeInode(Ino ino) {
+  IndexDrop(ino);  // the number may come back as another directory
   InodeBuf ib(fs_);
   errcode_t err = ext2fs_read_inode_full(fs_, ino, ib.base(), ib.size());
   if (err) return Error(err, absl::StrCat("reading inode ", ino));
@@ -704,6 +812,7 @@ absl::Status Ext4Filesystem::Remove(Ino parent, absl::string_view name) {
   std::string n(name);
   errcode_t err = ext2fs_unlink(fs_, parent, n.c_str(), *ino, 0);
   if (err) return Error(err, absl::StrCat("removing \"", name, "\" from inode ", parent));
+  IndexRemove(parent, name);
   if (!IsDirMode(attr->mode)) return DropLink(*ino);
 
   // A whole tree: visit directories with an explicit stack (no recursion limit on depth), drop
@@ -726,11 +835,16 @@ absl::Status Ext4Filesystem::Remove(Ino parent, absl::string_view name) {
     }
   }
   for (Ino d : dirs) {
+    IndexDrop(d);
     if (absl::Status s = FreeInode(d); !s.ok()) return s;
   }
-  // The parent loses the ".." link of the removed directory.
+  return DropParentLink(parent);
+}
+
+absl::Status Ext4Filesystem::DropParentLink(Ino parent) {
+  // The parent loses the ".." link of a removed directory.
   InodeBuf pb(fs_);
-  err = ext2fs_read_inode_full(fs_, parent, pb.base(), pb.size());
+  errcode_t err = ext2fs_read_inode_full(fs_, parent, pb.base(), pb.size());
   if (err) return Error(err, absl::StrCat("reading inode ", parent));
   // 1 means "too many to count" (dir_nlink); it stays so.
   if (pb.large()->i_links_count > 2) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -179,8 +180,15 @@ class Ext4Filesystem {
 
   absl::Status Error(long code, absl::string_view what) const;
   absl::Status AddEntry(Ino parent, absl::string_view name, Ino ino, uint32_t mode);
+  // Appends the entry to the directory's last block (or a new one). 0, or an ext2fs error;
+  // EXT2_ET_UNIMPLEMENTED when the directory needs ext2fs_link (htree, checksums).
+  long AppendEntry(Ino parent, absl::string_view name, Ino ino, int file_type);
+  void IndexAdd(Ino dir, absl::string_view name, Ino ino);
+  void IndexRemove(Ino dir, absl::string_view name);
+  void IndexDrop(Ino dir);
   absl::StatusOr<Ino> NewInode(Ino parent, uint32_t mode);
   absl::Status DropLink(Ino ino);
+  absl::Status DropParentLink(Ino parent);
   absl::Status FreeInode(Ino ino);
   // Data blocks [lblk, lblk + n) of ino get allocated and `data` (n blocks) written there.
   absl::Status WriteBlocks(Ino ino, uint64_t lblk, const char* data, uint64_t n, uint64_t* goal);
@@ -188,6 +196,11 @@ class Ext4Filesystem {
   BlockDevice* device_;
   struct_ext2_filsys* fs_;
   uint32_t timestamp_;
+  // Name -> inode of large directories seen in this session: libext2fs looks names up by
+  // scanning every block, which made a tar with thousands of files in one directory quadratic.
+  // Kept in step by every change made through this class; bounded by kMaxIndexedEntries.
+  absl::flat_hash_map<Ino, absl::flat_hash_map<std::string, Ino>> dir_index_;
+  size_t indexed_entries_ = 0;
 };
 
 // S_IF* of a libext2fs mode (same values as Linux).
