@@ -94,6 +94,85 @@ absl::StatusOr<FuseConnParams> FuseConnParams::Decode(absl::string_view bytes) {
   return params;
 }
 
+// --- FuseTableState ---------------------------------------------------------------------------
+
+namespace {
+constexpr char kTableMagic[8] = {'D', 'A', 'D', 'I', 'T', 'A', 'B', 'L'};
+constexpr uint32_t kTableVersion = 1;
+constexpr size_t kTableHeaderLength = 8 + 4 + 8 + 4;
+constexpr size_t kTableEntryFixedLength = 8 + 8 + 4;
+}  // namespace
+
+std::string FuseTableState::Encode() const {
+  std::string out(kTableHeaderLength, '\0');
+  std::memcpy(out.data(), kTableMagic, 8);
+  EncodeFixed32(out.data() + 8, kTableVersion);
+  EncodeFixed64(out.data() + 12, next_ino);
+  EncodeFixed32(out.data() + 20, static_cast<uint32_t>(files.size()));
+  for (const FuseFileInfo& f : files) {
+    char fixed[kTableEntryFixedLength];
+    EncodeFixed64(fixed, f.ino);
+    EncodeFixed64(fixed + 8, f.size);
+    EncodeFixed32(fixed + 16, static_cast<uint32_t>(f.name.size()));
+    out.append(fixed, sizeof(fixed));
+    out.append(f.name);
+  }
+  return out;
+}
+
+absl::StatusOr<FuseTableState> FuseTableState::Decode(absl::string_view bytes) {
+  if (bytes.size() < kTableHeaderLength || std::memcmp(bytes.data(), kTableMagic, 8) != 0) {
+    return absl::InvalidArgumentError("FUSE table state: bad magic or truncated header");
+  }
+  if (DecodeFixed32(bytes.data() + 8) != kTableVersion) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FUSE table state: unknown version ", DecodeFixed32(bytes.data() + 8)));
+  }
+  FuseTableState state;
+  state.next_ino = DecodeFixed64(bytes.data() + 12);
+  const uint32_t count = DecodeFixed32(bytes.data() + 20);
+  bytes.remove_prefix(kTableHeaderLength);
+  // Each entry takes at least its fixed part: a count that cannot fit is damage, not a reason
+  // to reserve memory.
+  if (count > bytes.size() / kTableEntryFixedLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FUSE table state: ", count, " files do not fit in ", bytes.size(), " bytes"));
+  }
+  state.files.reserve(count);
+  uint64_t last_ino = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    if (bytes.size() < kTableEntryFixedLength) {
+      return absl::InvalidArgumentError(absl::StrCat("FUSE table state: file ", i, " truncated"));
+    }
+    FuseFileInfo f;
+    f.ino = DecodeFixed64(bytes.data());
+    f.size = DecodeFixed64(bytes.data() + 8);
+    const uint32_t name_len = DecodeFixed32(bytes.data() + 16);
+    bytes.remove_prefix(kTableEntryFixedLength);
+    if (name_len > bytes.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FUSE table state: file ", i, ": name length ", name_len, " past the end"));
+    }
+    f.name = std::string(bytes.substr(0, name_len));
+    bytes.remove_prefix(name_len);
+    if (absl::Status s = FuseFileTable::ValidateName(f.name); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FUSE table state: file ", i, ": ", s.message()));
+    }
+    if (f.ino < FuseFileTable::kFirstFileIno || f.ino <= last_ino || f.ino >= state.next_ino) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FUSE table state: file ", i, ": inode ", f.ino, " out of order or range"));
+    }
+    last_ino = f.ino;
+    state.files.push_back(std::move(f));
+  }
+  if (!bytes.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FUSE table state: ", bytes.size(), " trailing bytes"));
+  }
+  return state;
+}
+
 // --- FuseFileTable ----------------------------------------------------------------------------
 
 absl::Status FuseFileTable::ValidateName(absl::string_view name) {
@@ -189,6 +268,14 @@ std::vector<FuseFileInfo> FuseFileTable::ListAfter(uint64_t after_ino, size_t li
 
 std::vector<FuseFileInfo> FuseFileTable::Snapshot() const {
   return ListAfter(0, static_cast<size_t>(-1));
+}
+
+FuseTableState FuseFileTable::State() const {
+  absl::MutexLock lock(&mu_);
+  FuseTableState state;
+  state.next_ino = next_ino_;
+  for (const auto& [ino, node] : by_ino_) state.files.push_back({node.name, ino, node.size});
+  return state;
 }
 
 uint64_t FuseFileTable::next_ino() const {

@@ -62,6 +62,19 @@ struct FuseFileInfo {
   uint64_t size = 0;
 };
 
+// What a resuming process needs of a file table besides the disks: every file the kernel may
+// know and the next inode number (never hand out one the kernel may still hold).
+struct FuseTableState {
+  uint64_t next_ino = 0;
+  std::vector<FuseFileInfo> files;
+
+  // Little-endian: magic "DADITABL", version, next_ino, count, then per file ino, size, name
+  // length (u32) and name.
+  std::string Encode() const;
+  // Checks every length against the input and every name and inode number for validity.
+  static absl::StatusOr<FuseTableState> Decode(absl::string_view bytes);
+};
+
 // The files of the root directory. Thread-safe. Inode numbers are never reused within a
 // connection (they are the file handles too), so a stale kernel reference can only miss.
 class FuseFileTable {
@@ -87,8 +100,10 @@ class FuseFileTable {
   std::shared_ptr<RandomAccessFile> Disk(uint64_t ino, FuseFileInfo* info) const;
   // Files with inode > after_ino, in inode order, at most `limit`.
   std::vector<FuseFileInfo> ListAfter(uint64_t after_ino, size_t limit) const;
-  // Everything a resuming process needs besides the disks themselves.
+  // Every file, in inode order.
   std::vector<FuseFileInfo> Snapshot() const;
+  // Snapshot() and next_ino() taken together.
+  FuseTableState State() const;
   uint64_t next_ino() const;
   // Ensures inode numbers issued from now on are >= `ino` (used when resuming).
   void AdvanceNextIno(uint64_t ino);

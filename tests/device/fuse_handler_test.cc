@@ -309,11 +309,18 @@ TEST_F(FuseHandlerTest, ResumedHandlerServesWithoutInit) {
   EXPECT_EQ(params->MaxRead(), handler_.params()->MaxRead());
   EXPECT_EQ(params->flags, handler_.params()->flags);
 
-  // The new process rebuilds its table from the snapshot and the reopened disks.
+  // A file added and removed before the restart: its inode must not be handed out again.
+  ASSERT_TRUE(table_->Add("gone", NewMemoryFile(data_)).ok());
+  ASSERT_TRUE(table_->Remove("gone").ok());
+  // The new process rebuilds its table from the recorded state and the reopened disks.
+  absl::StatusOr<FuseTableState> state = FuseTableState::Decode(table_->State().Encode());
+  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_EQ(state->files.size(), 1u);
   auto table = std::make_shared<FuseFileTable>();
-  for (const FuseFileInfo& f : table_->Snapshot()) {
+  for (const FuseFileInfo& f : state->files) {
     ASSERT_TRUE(table->Restore(f, NewMemoryFile(data_)).ok());
   }
+  table->AdvanceNextIno(state->next_ino);
   EXPECT_FALSE(table->Restore(FuseFileInfo{"other", 9, 3}, NewMemoryFile(data_)).ok())
       << "a disk of another size than the kernel knows";
   FuseHandler resumed(table, {}, *params);
@@ -350,6 +357,36 @@ TEST(FuseConnParamsTest, DecodeRejectsDamage) {
   p.page_size = 4096;
   p.minor = 3;
   EXPECT_FALSE(FuseConnParams::Decode(p.Encode()).ok());
+}
+
+TEST(FuseTableStateTest, RoundTripAndDamage) {
+  FuseTableState state;
+  state.next_ino = 10;
+  state.files = {{"a", 2, 100}, {"sha256-b", 7, 1ull << 40}};
+  std::string good = state.Encode();
+  absl::StatusOr<FuseTableState> back = FuseTableState::Decode(good);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->next_ino, 10u);
+  ASSERT_EQ(back->files.size(), 2u);
+  EXPECT_EQ(back->files[1].name, "sha256-b");
+  EXPECT_EQ(back->files[1].size, 1ull << 40);
+  // Every truncation, and trailing garbage, is refused.
+  for (size_t n = 0; n < good.size(); ++n) {
+    EXPECT_FALSE(FuseTableState::Decode(good.substr(0, n)).ok()) << n;
+  }
+  EXPECT_FALSE(FuseTableState::Decode(good + "x").ok());
+  // An inode at or past next_ino, out of order, or a bad name.
+  for (auto files : std::vector<std::vector<FuseFileInfo>>{
+           {{"a", 10, 1}}, {{"a", 5, 1}, {"b", 3, 1}}, {{"a/b", 2, 1}}, {{"a", 1, 1}}}) {
+    FuseTableState bad;
+    bad.next_ino = 10;
+    bad.files = files;
+    EXPECT_FALSE(FuseTableState::Decode(bad.Encode()).ok());
+  }
+  // A count that cannot fit does not make the decoder reserve memory for it.
+  std::string huge = FuseTableState{}.Encode();
+  huge[20] = huge[21] = huge[22] = huge[23] = '\xff';
+  EXPECT_FALSE(FuseTableState::Decode(huge).ok());
 }
 
 TEST(FuseFileTableTest, NamesAreChecked) {

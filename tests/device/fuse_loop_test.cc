@@ -244,6 +244,29 @@ TEST_F(FuseLoopTest, FilesReadBackEqual) {
   EXPECT_FALSE(fs::exists(backend_->FusePath("img-1")));
 }
 
+// Attach fails cleanly (no hang, nothing left) when the file system cannot be mounted: a disk
+// that is not ext4, and a disk that fails every read.
+TEST_F(FuseLoopTest, FailedAttachLeavesNothingBehind) {
+  const std::string state = StateDir() + "/";
+  CreateBackend();
+  absl::StatusOr<AttachedDevice> garbage =
+      backend_->Attach("garbage", NewMemoryFile(std::string(4 << 20, 'g')), {});
+  EXPECT_FALSE(garbage.ok());
+  auto failing = std::make_shared<FailingDisk>(disk_);
+  failing->Arm();
+  absl::StatusOr<AttachedDevice> broken = backend_->Attach("broken", failing, {});
+  EXPECT_FALSE(broken.ok());
+  EXPECT_TRUE(backend_->List().empty());
+  EXPECT_FALSE(fs::exists(backend_->FusePath("garbage")));
+  EXPECT_FALSE(fs::exists(backend_->FusePath("broken")));
+  EXPECT_EQ(MountsUnder(state + "mnt/"), std::vector<std::string>{});
+  EXPECT_TRUE(Eventually([&] { return LoopsUnder(state).empty(); }));
+  // The ids are free again.
+  absl::StatusOr<AttachedDevice> ok = backend_->Attach("broken", disk_, {});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  ExpectFilesEqual(ok->mount_point);
+}
+
 TEST_F(FuseLoopTest, RawFuseReadsAtOddOffsetsEqualTheImage) {
   CreateBackend();
   AttachOptions raw;
@@ -535,8 +558,11 @@ TEST_F(FuseLoopTest, ConnectionSurvivesHandoverToANewServer) {
     FuseHandover handover = server->Release();
     server.reset();  // the old server is gone; the mount and the connection stay
     std::string params = handover.params.Encode();
+    absl::StatusOr<FuseTableState> state = FuseTableState::Decode(table->State().Encode());
+    ASSERT_TRUE(state.ok()) << state.status();
     auto new_table = std::make_shared<FuseFileTable>();
-    for (const FuseFileInfo& f : table->Snapshot()) ASSERT_TRUE(new_table->Restore(f, disk_).ok());
+    for (const FuseFileInfo& f : state->files) ASSERT_TRUE(new_table->Restore(f, disk_).ok());
+    new_table->AdvanceNextIno(state->next_ino);
     absl::StatusOr<FuseConnParams> decoded = FuseConnParams::Decode(params);
     ASSERT_TRUE(decoded.ok());
     handover.params = *decoded;

@@ -76,6 +76,16 @@ std::shared_ptr<FuseFileTable> MakeTable() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::shared_ptr<FuseFileTable> table = MakeTable();
   if (size < 1) return 0;
+  // The same bytes as a recorded table state (blockd's restart file): must decode or fail
+  // cleanly, and what decodes must encode back to the same bytes.
+  {
+    absl::string_view bytes(reinterpret_cast<const char*>(data), size);
+    absl::StatusOr<dadi::blockstore::FuseTableState> state =
+        dadi::blockstore::FuseTableState::Decode(bytes);
+    if (state.ok() && state->Encode() != bytes) std::abort();
+    absl::StatusOr<FuseConnParams> decoded = FuseConnParams::Decode(bytes);
+    if (decoded.ok() && decoded->Encode() != bytes) std::abort();
+  }
   FuseConnParams params;
   params.major = 7;
   params.minor = FUSE_KERNEL_MINOR_VERSION;
