@@ -275,12 +275,13 @@ absl::Status CachedBlob::FetchRun(uint64_t first, uint64_t count, const UnitFetc
   return s;
 }
 
-absl::Status CachedBlob::EnsureLocked(uint64_t first, uint64_t last, uint64_t ra_last,
+absl::Status CachedBlob::EnsureLocked(uint64_t first, uint64_t last, uint64_t window,
                                       const UnitFetcher& fetch) {
   absl::Status last_error;
   for (int pass = 0; pass < 3; ++pass) {
     std::vector<std::shared_ptr<Inflight>> waits;
     std::vector<uint64_t> claimed;
+    uint64_t ahead_first = 0, ahead_count = 0;
     {
       absl::MutexLock lock(&mu_);
       uint64_t tick = cache_->Tick();
@@ -295,12 +296,39 @@ absl::Status CachedBlob::EnsureLocked(uint64_t first, uint64_t last, uint64_t ra
           claimed.push_back(u);
         }
       }
-      for (uint64_t u = last + 1; u <= ra_last; ++u) {
-        if (TestBit(u) || inflight_.count(u) != 0) break;
-        last_access_[u] = tick;
-        inflight_[u] = std::make_shared<Inflight>();
-        claimed.push_back(u);
+      // Readahead: the first missing unit within the window after this read; when it is within
+      // half a window, claim a window's worth of missing units from it for a background fetch.
+      if (pass == 0 && window > 0 && !readahead_running_ && last + 1 < nunits_) {
+        uint64_t limit = std::min(nunits_ - 1, last + window);
+        uint64_t m = last + 1;
+        while (m <= limit && (TestBit(m) || inflight_.count(m) != 0)) ++m;
+        if (m <= limit && m <= last + std::max<uint64_t>(1, window / 2)) {
+          uint64_t end = std::min(nunits_ - 1, m + window - 1);
+          uint64_t u = m;
+          for (; u <= end && !TestBit(u) && inflight_.count(u) == 0; ++u) {
+            last_access_[u] = tick;
+            inflight_[u] = std::make_shared<Inflight>();
+          }
+          ahead_first = m;
+          ahead_count = u - m;
+          readahead_running_ = ahead_count > 0;
+        }
       }
+    }
+    if (ahead_count > 0) {
+      // The background fetch writes only units it claimed (never present ones), so it needs no
+      // evict_mu_: eviction and invalidation only touch present units.
+      std::shared_ptr<CachedBlob> self = shared_from_this();
+      UnitFetcher f = fetch;
+      cache_->RunAsync([self, f, ahead_first, ahead_count] {
+        absl::Status s = self->FetchRun(ahead_first, ahead_count, f);
+        if (!s.ok()) {
+          spdlog::debug("node cache: readahead of {} units {}+{}: {}", self->digest_, ahead_first,
+                        ahead_count, std::string(s.message()));
+        }
+        absl::MutexLock lock(&self->mu_);
+        self->readahead_running_ = false;
+      });
     }
     if (claimed.empty() && waits.empty()) return absl::OkStatus();
     // Fetch our claims as contiguous runs, one request each.
@@ -309,8 +337,7 @@ absl::Status CachedBlob::EnsureLocked(uint64_t first, uint64_t last, uint64_t ra
       size_t j = i + 1;
       while (j < claimed.size() && claimed[j] == claimed[j - 1] + 1) ++j;
       absl::Status s = FetchRun(claimed[i], j - i, fetch);
-      // A failed readahead run is not this read's failure.
-      if (!s.ok() && claimed[i] <= last && own.ok()) own = s;
+      if (!s.ok() && own.ok()) own = s;
       i = j;
     }
     if (!own.ok()) return own;
@@ -333,7 +360,7 @@ absl::Status CachedBlob::EnsureUnits(uint64_t first, uint64_t last, const UnitFe
   last = std::min(last, nunits_ - 1);
   if (first > last) return absl::OkStatus();
   absl::ReaderMutexLock lock(&evict_mu_);
-  return EnsureLocked(first, last, last, fetch);
+  return EnsureLocked(first, last, 0, fetch);
 }
 
 absl::StatusOr<size_t> CachedBlob::Read(uint64_t offset, size_t n, char* buf,
@@ -343,7 +370,7 @@ absl::StatusOr<size_t> CachedBlob::Read(uint64_t offset, size_t n, char* buf,
   {
     absl::ReaderMutexLock evict_lock(&evict_mu_);
     uint64_t first = offset / unit_, last = (offset + n - 1) / unit_;
-    uint64_t ra_last = last;
+    uint64_t window = 0;
     bool all_present = true;
     {
       absl::MutexLock lock(&mu_);
@@ -352,7 +379,7 @@ absl::StatusOr<size_t> CachedBlob::Read(uint64_t offset, size_t n, char* buf,
         uint64_t max_units = max_readahead / unit_;
         readahead_units_ =
             sequential ? std::min(max_units, std::max<uint64_t>(1, readahead_units_ * 2)) : 0;
-        ra_last = std::min(nunits_ - 1, last + readahead_units_);
+        window = readahead_units_;
         uint64_t hits = 0;
         for (uint64_t u = first; u <= last; ++u) {
           if (TestBit(u)) {
@@ -366,7 +393,7 @@ absl::StatusOr<size_t> CachedBlob::Read(uint64_t offset, size_t n, char* buf,
       next_expected_ = offset + n;
     }
     if (all_present) cache_->hit_bytes_.fetch_add(n, std::memory_order_relaxed);
-    if (absl::Status s = EnsureLocked(first, last, ra_last, fetch); !s.ok()) return s;
+    if (absl::Status s = EnsureLocked(first, last, window, fetch); !s.ok()) return s;
     if (absl::Status s = PreadData(offset, n, buf); !s.ok()) return s;
   }
   // Outside evict_mu_: this blob's own units may be the least recently used.
@@ -518,7 +545,27 @@ absl::StatusOr<std::shared_ptr<NodeCache>> NodeCache::Open(NodeCacheOptions opti
   return cache;
 }
 
+void NodeCache::RunAsync(std::function<void()> fn) {
+  std::shared_ptr<AsyncState> state = async_;
+  {
+    absl::MutexLock lock(&state->mu);
+    ++state->outstanding;
+  }
+  std::thread([state, fn = std::move(fn)]() mutable {
+    fn();
+    fn = nullptr;  // drop captures (blob references) before the cache may go away
+    absl::MutexLock lock(&state->mu);
+    --state->outstanding;
+  }).detach();
+}
+
 NodeCache::~NodeCache() {
+  {
+    std::shared_ptr<AsyncState> state = async_;
+    absl::MutexLock lock(&state->mu);
+    state->mu.Await(absl::Condition(
+        +[](int* n) { return *n == 0; }, &state->outstanding));
+  }
   {
     absl::MutexLock lock(&flush_q_mu_);
     stopping_ = true;

@@ -60,7 +60,7 @@ class NodeCache;
 using UnitFetcher = std::function<absl::Status(uint64_t offset, size_t len, char* buf)>;
 
 // The cache state of one blob, shared by all readers of that blob.
-class CachedBlob {
+class CachedBlob : public std::enable_shared_from_this<CachedBlob> {
  public:
   ~CachedBlob();
   const std::string& digest() const { return digest_; }
@@ -70,7 +70,9 @@ class CachedBlob {
 
   // Reads min(n, size - offset) bytes, fetching missing units with `fetch` (concurrent misses
   // of a unit share one fetch). Sequential reads grow a readahead window up to
-  // `max_readahead` bytes fetched in the same request.
+  // `max_readahead` bytes; the units ahead are fetched in the background (one readahead at a
+  // time per blob), started when the read comes within half a window of the missing data.
+  // `fetch` must stay callable after Read returns (it is copied into the background fetch).
   absl::StatusOr<size_t> Read(uint64_t offset, size_t n, char* buf, const UnitFetcher& fetch,
                               uint64_t max_readahead);
   // Makes units [first, last] present (used by the background download).
@@ -111,7 +113,7 @@ class CachedBlob {
   }
   absl::Status WriteMapByte(uint64_t u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FetchRun(uint64_t first, uint64_t count, const UnitFetcher& fetch);
-  absl::Status EnsureLocked(uint64_t first, uint64_t last, uint64_t ra_last,
+  absl::Status EnsureLocked(uint64_t first, uint64_t last, uint64_t window,
                             const UnitFetcher& fetch) ABSL_SHARED_LOCKS_REQUIRED(evict_mu_);
   // Evicts the given units (evict_mu_ held exclusively by the caller). Returns bytes freed.
   absl::StatusOr<uint64_t> EvictUnitsLocked(const std::vector<uint64_t>& units)
@@ -145,6 +147,7 @@ class CachedBlob {
   bool verified_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_expected_ ABSL_GUARDED_BY(mu_) = UINT64_MAX;
   uint64_t readahead_units_ ABSL_GUARDED_BY(mu_) = 0;
+  bool readahead_running_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 class NodeCache {
@@ -177,6 +180,13 @@ class NodeCache {
   uint64_t Tick() { return clock_.fetch_add(1, std::memory_order_relaxed) + 1; }
   void MaybeEvict();
   void RequestFlush();
+  // Runs fn on a detached thread; the destructor waits for all of them.
+  void RunAsync(std::function<void()> fn);
+  struct AsyncState {
+    absl::Mutex mu;
+    int outstanding ABSL_GUARDED_BY(mu) = 0;
+  };
+  std::shared_ptr<AsyncState> async_ = std::make_shared<AsyncState>();
   void FlushLoop();
 
   const NodeCacheOptions options_;

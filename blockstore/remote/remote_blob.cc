@@ -10,6 +10,40 @@
 
 namespace dadi::blockstore {
 
+namespace {
+
+// Fetches [offset, offset+len) with range GETs, split into parallel parts when large. Holds its
+// own references: background readahead may run it after the RemoteBlob is gone.
+absl::Status FetchRange(const std::shared_ptr<const RegistryClient>& client, const Reference& repo,
+                        const std::string& digest, const RemoteBlobOptions& options,
+                        uint64_t offset, size_t len, char* buf) {
+  const uint64_t part = std::max<uint64_t>(options.parallel_part, 1 << 20);
+  if (options.max_parallel <= 1 || len < 2 * part) {
+    return client->ReadBlobRange(repo, digest, offset, len, buf);
+  }
+  uint64_t parts = std::min<uint64_t>(options.max_parallel, (len + part - 1) / part);
+  uint64_t each = (len + parts - 1) / parts;
+  std::vector<absl::Status> results(parts);
+  std::vector<std::thread> threads;
+  for (uint64_t i = 1; i < parts; ++i) {
+    uint64_t off = i * each;
+    if (off >= len) break;
+    size_t n = static_cast<size_t>(std::min<uint64_t>(each, len - off));
+    threads.emplace_back([&, i, off, n] {
+      results[i] = client->ReadBlobRange(repo, digest, offset + off, n, buf + off);
+    });
+  }
+  results[0] = client->ReadBlobRange(repo, digest, offset,
+                                     static_cast<size_t>(std::min<uint64_t>(each, len)), buf);
+  for (std::thread& t : threads) t.join();
+  for (const absl::Status& s : results) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<RemoteBlob>> RemoteBlob::Open(
     std::shared_ptr<const RegistryClient> client, Reference repo, std::string digest, uint64_t size,
     std::shared_ptr<NodeCache> cache, RemoteBlobOptions options) {
@@ -34,7 +68,10 @@ RemoteBlob::RemoteBlob(std::shared_ptr<const RegistryClient> client, Reference r
       blob_(std::move(blob)),
       cache_(std::move(cache)),
       options_(options) {
-  fetcher_ = [this](uint64_t offset, size_t len, char* buf) { return Fetch(offset, len, buf); };
+  fetcher_ = [client = client_, repo = repo_, digest = blob_->digest(), options = options_](
+                 uint64_t offset, size_t len, char* buf) {
+    return FetchRange(client, repo, digest, options, offset, len, buf);
+  };
 }
 
 RemoteBlob::~RemoteBlob() {
@@ -44,31 +81,6 @@ RemoteBlob::~RemoteBlob() {
 
 std::string RemoteBlob::Name() const {
   return absl::StrCat(repo_.registry, "/", repo_.repository, "@", blob_->digest());
-}
-
-absl::Status RemoteBlob::Fetch(uint64_t offset, size_t len, char* buf) const {
-  const uint64_t part = std::max<uint64_t>(options_.parallel_part, 1 << 20);
-  if (options_.max_parallel <= 1 || len < 2 * part) {
-    return client_->ReadBlobRange(repo_, blob_->digest(), offset, len, buf);
-  }
-  uint64_t parts = std::min<uint64_t>(options_.max_parallel, (len + part - 1) / part);
-  uint64_t each = (len + parts - 1) / parts;
-  std::vector<absl::Status> results(parts);
-  std::vector<std::thread> threads;
-  for (uint64_t i = 1; i < parts; ++i) {
-    uint64_t off = i * each;
-    size_t n = static_cast<size_t>(std::min<uint64_t>(each, len - off));
-    threads.emplace_back([this, &results, i, offset, off, n, buf] {
-      results[i] = client_->ReadBlobRange(repo_, blob_->digest(), offset + off, n, buf + off);
-    });
-  }
-  results[0] = client_->ReadBlobRange(repo_, blob_->digest(), offset,
-                                      static_cast<size_t>(std::min<uint64_t>(each, len)), buf);
-  for (std::thread& t : threads) t.join();
-  for (const absl::Status& s : results) {
-    if (!s.ok()) return s;
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<size_t> RemoteBlob::Pread(uint64_t offset, size_t n, char* buf) const {

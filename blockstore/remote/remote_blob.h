@@ -66,7 +66,6 @@ class RemoteBlob final : public RandomAccessFile {
   RemoteBlob(std::shared_ptr<const RegistryClient> client, Reference repo,
              std::shared_ptr<CachedBlob> blob, std::shared_ptr<NodeCache> cache,
              RemoteBlobOptions options);
-  absl::Status Fetch(uint64_t offset, size_t len, char* buf) const;
   absl::Status RunDownload(BackgroundDownloadOptions options);
 
   std::shared_ptr<const RegistryClient> client_;
