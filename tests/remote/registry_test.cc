@@ -241,7 +241,9 @@ TEST_F(RegistryTest, RemoteBlobReadsThroughTheCache) {
   EXPECT_EQ(buf, data.substr((1 << 20) + 5, 100));
   EXPECT_EQ(cache->Stats().fetch_requests, before + 1);
   // Background download: everything arrives, the digest verifies, reads stay local.
-  ASSERT_TRUE((*blob)->StartBackgroundDownload().ok());
+  BackgroundDownloadOptions rate_limited;
+  rate_limited.rate_limit_bytes_per_sec = 256 << 20;
+  ASSERT_TRUE((*blob)->StartBackgroundDownload(rate_limited).ok());
   ASSERT_TRUE((*blob)->WaitBackgroundDownload().ok());
   EXPECT_TRUE((*blob)->IsLocal());
   uint64_t requests = client->Stats().http.requests;
@@ -409,6 +411,30 @@ TEST_F(RegistryTest, MirrorsWithADeadFirstMirror) {
   (*proxy)->Push(Fault::Status(404));
   absl::StatusOr<uint64_t> gone = client->HeadBlob(via, Sha256Digest("not there"));
   EXPECT_FALSE(gone.ok());
+}
+
+TEST_F(RegistryTest, HttpProxyAndNoProxyAreHonoured) {
+  StartRegistry();
+  // The fault proxy relays bytes; docker-registry accepts the absolute-form request line an HTTP
+  // proxy receives, so it stands in for a forward proxy (e.g. a P2P daemon) here.
+  auto proxy = FaultProxy::Start(registry_->port());
+  ASSERT_TRUE(proxy.ok());
+  std::string data = RandomBytes(100000, 13);
+  Reference ref = Repo(registry_->host(), "dadi/proxied");
+  ASSERT_TRUE(Push(*NewClient(PlainConfig(registry_->host())), ref, data).ok());
+  ProxySettings via_proxy;
+  via_proxy.http_proxy = "http://" + (*proxy)->host();
+  RegistryClient proxied(PlainConfig(registry_->host()), std::make_shared<HttpClient>(via_proxy));
+  std::string buf(1000, '\0');
+  ASSERT_TRUE(proxied.ReadBlobRange(ref, Sha256Digest(data), 10, 1000, buf.data()).ok());
+  EXPECT_EQ(buf, data.substr(10, 1000));
+  int connections = (*proxy)->connections();
+  EXPECT_GT(connections, 0);
+  ProxySettings bypass = via_proxy;
+  bypass.no_proxy = "127.0.0.1";
+  RegistryClient direct(PlainConfig(registry_->host()), std::make_shared<HttpClient>(bypass));
+  ASSERT_TRUE(direct.ReadBlobRange(ref, Sha256Digest(data), 10, 1000, buf.data()).ok());
+  EXPECT_EQ((*proxy)->connections(), connections);
 }
 
 TEST_F(RegistryTest, RedirectTargetIsCachedForRangeReads) {
