@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "blockstore/blob/layer_blob.h"
+#include "blockstore/blob/layer_blob_writer.h"
 #include "blockstore/file/file.h"
 #include "blockstore/file/file_views.h"
 #include "blockstore/file/unique_fd.h"
@@ -80,29 +81,23 @@ absl::Status Copy(const RandomAccessFile& in, blockstore::WritableFile* out) {
   return absl::OkStatus();
 }
 
-// Compresses `in` into a ZFile at `out_path`; with `blob`, wraps it as a layer blob.
+// Compresses `in` into a ZFile at `out_path`; with `blob`, as an overlaybd layer blob.
 absl::Status CompressTo(const RandomAccessFile& in, const std::string& out_path,
                         const ZFileFlags& flags, bool blob) {
-  std::string zpath = blob ? out_path + ".zfile.tmp" : out_path;
-  {
-    absl::StatusOr<std::unique_ptr<blockstore::WritableFile>> out =
-        blockstore::CreateLocalFile(zpath);
-    if (!out.ok()) return out.status();
-    auto w = blockstore::ZFileWriter::Create(out->get(), ToOptions(flags));
+  if (blob) {
+    auto w = blockstore::LayerBlobFileWriter::Create(out_path, ToOptions(flags));
     if (!w.ok()) return w.status();
     if (absl::Status s = Copy(in, w->get()); !s.ok()) return s;
-    if (absl::Status s = (*w)->Close(); !s.ok()) return s;
-    if (absl::Status s = (*out)->Close(); !s.ok()) return s;
-    if (!blob) return absl::OkStatus();
-    auto z = Open(zpath);
-    if (!z.ok()) return z.status();
-    auto bout = blockstore::CreateLocalFile(out_path);
-    if (!bout.ok()) return bout.status();
-    absl::Status s = blockstore::WriteLayerBlob(**z, &(*w)->final_header(), bout->get());
-    if (s.ok()) s = (*bout)->Close();
-    ::unlink(zpath.c_str());
-    return s;
+    return (*w)->Close();
   }
+  absl::StatusOr<std::unique_ptr<blockstore::WritableFile>> out =
+      blockstore::CreateLocalFile(out_path);
+  if (!out.ok()) return out.status();
+  auto w = blockstore::ZFileWriter::Create(out->get(), ToOptions(flags));
+  if (!w.ok()) return w.status();
+  if (absl::Status s = Copy(in, w->get()); !s.ok()) return s;
+  if (absl::Status s = (*w)->Close(); !s.ok()) return s;
+  return (*out)->Close();
 }
 
 absl::StatusOr<std::shared_ptr<const blockstore::LayerStack>> OpenStack(

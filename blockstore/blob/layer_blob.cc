@@ -46,6 +46,9 @@ absl::StatusOr<std::unique_ptr<LayerBlob>> LayerBlob::Open(
   if (!layer.ok()) return layer.status();
   b->layer_ = *std::move(layer);
   b->cost_ = OpenCost{counting->reads(), counting->bytes()};
+  // The metadata is parsed; keeping the prefetched tail would cost memory per layer. Later reads
+  // go to the blob (through the block cache).
+  (*pf)->Clear();
   return b;
 }
 

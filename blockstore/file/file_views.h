@@ -43,6 +43,8 @@ class PrefetchedFile final : public RandomAccessFile {
   // Reads [offset, offset + n) of base (clipped to its size) with one Pread and keeps it. Not
   // thread-safe: call before sharing the file.
   absl::Status Prefetch(uint64_t offset, size_t n);
+  // Forgets the prefetched ranges (their bytes have been parsed). Not thread-safe either.
+  void Clear() { ranges_.clear(); }
   uint64_t Size() const override { return base_->Size(); }
   absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override;
   std::string Name() const override { return base_->Name(); }

@@ -122,9 +122,9 @@ TEST(Ext4ThroughLayersTest, MkfsImageSurvivesCommitCompressStackAndMounts) {
   const std::string raw_path = dir.Join("fs.img");
   { std::ofstream f(raw_path, std::ios::binary); }
   std::filesystem::resize_file(raw_path, kImageSize);
-  ASSERT_EQ(
-      RunCommand({"mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0", "-d", src, raw_path}),
-      0);
+  ASSERT_EQ(RunCommand({"mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0", "-d",
+                        src, raw_path}),
+            0);
   const std::string raw = testing::ReadFileOrDie(raw_path);
   ASSERT_EQ(raw.size(), kImageSize);
 

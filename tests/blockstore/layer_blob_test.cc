@@ -2,11 +2,13 @@
 
 #include <random>
 
+#include "blockstore/blob/layer_blob_writer.h"
 #include "blockstore/file/file_views.h"
 #include "blockstore/lsmt/sealed_layer_writer.h"
 #include "blockstore/zfile/zfile_writer.h"
 #include "gtest/gtest.h"
 #include "tests/blockstore/test_util.h"
+#include "tests/support/scratch_dir.h"
 
 namespace dadi::blockstore {
 namespace {
@@ -76,6 +78,49 @@ TEST(LayerBlobTest, CorruptionAnywhereInMetadataFailsCleanly) {
     bad[bad.size() - 1 - rng() % 8192] ^= 0x20;  // jump table, trailer, end blocks
     (void)LayerBlob::Open(std::shared_ptr<const RandomAccessFile>(NewMemoryFile(bad)));
   }
+}
+
+// Streaming a sealed layer straight into a blob file gives the same bytes as compressing in
+// memory and wrapping afterwards.
+TEST(LayerBlobFileWriterTest, StreamsTheSameBytesAsWrappingAfterwards) {
+  testing::ScratchDir dir;
+  std::mt19937_64 rng(5);
+  const std::string d1 = testing::RandomBytes(300000, rng);
+  const std::string d2 = testing::MixedData(200000, 6);
+  auto write_layer = [&](WritableFile* out) {
+    auto lw = SealedLayerWriter::Create(out, LayerInfo{8 << 20, "u", "p", "t"});
+    ASSERT_TRUE(lw.ok());
+    ASSERT_TRUE((*lw)->AddData(1 << 20, d1.substr(0, 299520)).ok());
+    ASSERT_TRUE((*lw)->AddData(0, d2.substr(0, 199680)).ok());
+    ASSERT_TRUE((*lw)->AddZeroed(4 << 20, 1 << 20).ok());
+    ASSERT_TRUE((*lw)->Finish().ok());
+  };
+  ZFileWriterOptions o;
+  o.algorithm = ZFileAlgorithm::kZstd;
+  o.block_size = 32768;
+  auto bw = LayerBlobFileWriter::Create(dir.Join("layer.commit"), o);
+  ASSERT_TRUE(bw.ok()) << bw.status();
+  write_layer(bw->get());
+  ASSERT_TRUE((*bw)->Close().ok());
+  EXPECT_FALSE((*bw)->Append("x").ok());
+
+  testing::StringWritableFile z;
+  auto zw = ZFileWriter::Create(&z, o);
+  ASSERT_TRUE(zw.ok());
+  write_layer(zw->get());
+  ASSERT_TRUE((*zw)->Close().ok());
+  testing::StringWritableFile blob;
+  ASSERT_TRUE(WriteLayerBlob(*NewMemoryFile(z.data()), &(*zw)->final_header(), &blob).ok());
+
+  const std::string streamed = testing::ReadFileOrDie(dir.Join("layer.commit"));
+  EXPECT_EQ(streamed.size(), (*bw)->blob_size());
+  EXPECT_EQ(z.data().size(), (*bw)->zfile_size());
+  EXPECT_TRUE(streamed == blob.data());
+  auto opened = LayerBlob::Open(std::shared_ptr<const RandomAccessFile>(NewMemoryFile(streamed)));
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ((*opened)->layer()->trailer().parent_uuid, "p");
+  std::string buf(4096, '\0');
+  ASSERT_TRUE(PreadExact(*(*opened)->layer()->shared_file(), 4096, 4096, buf.data(), "r").ok());
 }
 
 }  // namespace
