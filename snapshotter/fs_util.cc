@@ -106,6 +106,13 @@ absl::Status RemoveTree(const std::string& path) {
       absl::StrCat("remove ", path, ": ", ec ? ec.message() : "still present"));
 }
 
+absl::Status SyncDir(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoStatus(errno, "open " + path);
+  if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, "fsync " + path);
+  return absl::OkStatus();
+}
+
 absl::Status MakeDir(const std::string& path, unsigned mode) {
   if (::mkdir(path.c_str(), mode) != 0) {
     if (errno != EEXIST) return ErrnoStatus(errno, "mkdir " + path);

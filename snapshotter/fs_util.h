@@ -24,6 +24,9 @@ absl::Status MakeDir(const std::string& path, unsigned mode);
 
 absl::Status ErrnoStatus(int err, const std::string& what);
 
+// fsync of a directory: makes the renames and creations in it durable.
+absl::Status SyncDir(const std::string& path);
+
 // Names in a directory, without "." and "..". A missing directory has none.
 absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path);
 

@@ -3,7 +3,9 @@
 // [--log-level LEVEL]. Stops cleanly on SIGTERM or SIGINT.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +17,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "snapshotter/config.h"
 #include "snapshotter/fs_util.h"
 #include "snapshotter/service.h"
@@ -46,7 +49,19 @@ absl::Status PrepareSocketPath(const std::string& address) {
     if (!S_ISSOCK(st.st_mode)) {
       return absl::FailedPreconditionError(address + " exists and is not a socket");
     }
-    // A stale socket of an earlier run: the root's lock shows no other snapshotter owns it.
+    // A socket left by an earlier run is replaced; one that still answers belongs to a live
+    // server (perhaps a snapshotter on another root) and is not taken over.
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (address.size() >= sizeof(sa.sun_path)) {
+      return absl::InvalidArgumentError(absl::StrCat("socket path ", address, " is too long"));
+    }
+    std::memcpy(sa.sun_path, address.c_str(), address.size() + 1);
+    if (probe.get() >= 0 &&
+        ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(address, " is in use by a running server"));
+    }
     if (::unlink(address.c_str()) != 0) return ErrnoStatus(errno, "unlink " + address);
   }
   return absl::OkStatus();

@@ -194,7 +194,8 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::str
                                 return ErrnoStatus(errno, "rename " + staged);
                               }
                               placed_id = id;
-                              return absl::OkStatus();
+                              // The rename must be on disk before the row that needs it is.
+                              return SyncDir(root_ + "/snapshots");
                             });
   if (!rec.ok()) {
     cleanup();

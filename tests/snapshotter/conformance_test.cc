@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -272,6 +273,26 @@ TEST_F(ConformanceTest, SecondDaemonOnSameRootIsRefused) {
   absl::Status st = second.Start();
   EXPECT_FALSE(st.ok());
   EXPECT_THAT(second.Log(), ::testing::HasSubstr("in use"));
+}
+
+TEST_F(ConformanceTest, LiveSocketOfAnotherServerIsNotTakenOver) {
+  SnapshotterDaemon second(scratch_.Join("root2"), daemon_->socket(), scratch_.Join("second.log"));
+  // Start() may see the first daemon's socket answer; the second one must then exit.
+  if (second.Start().ok()) {
+    auto status = second.WaitForExit();
+    ASSERT_TRUE(status.ok()) << status.status();
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << *status;
+  }
+  EXPECT_THAT(second.Log(), ::testing::HasSubstr("in use by a running server"));
+  ASSERT_TRUE(Prepare("still-served", "").ok());  // the first daemon still owns its socket
+}
+
+TEST_F(ConformanceTest, StaleSocketIsReplaced) {
+  daemon_->Kill();  // leaves its socket file behind
+  ASSERT_EQ(access(daemon_->socket().c_str(), F_OK), 0);
+  ASSERT_TRUE(daemon_->Start().ok()) << daemon_->Log();
+  stub_ = daemon_->Connect();
+  EXPECT_TRUE(Prepare("after-restart", "").ok());
 }
 
 TEST_F(ConformanceTest, PrepareCommitStatChain) {

@@ -109,6 +109,20 @@ void SnapshotterDaemon::Kill() {
   (void)Wait(&status);
 }
 
+absl::StatusOr<int> SnapshotterDaemon::WaitForExit() {
+  if (pid_ <= 0) return absl::FailedPreconditionError("not running");
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < give_up) {
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return status;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return absl::DeadlineExceededError("dadi-snapshotter did not exit");
+}
+
 std::unique_ptr<snapshots_pb::Snapshots::Stub> SnapshotterDaemon::Connect() const {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);

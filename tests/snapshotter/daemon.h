@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 
 namespace dadi::testing {
@@ -32,6 +33,9 @@ class SnapshotterDaemon {
   absl::Status Stop();
   // SIGKILL, then waits.
   void Kill();
+  // Waits (up to a minute, a guard against hangs) for the process to exit by itself; returns
+  // its wait status.
+  absl::StatusOr<int> WaitForExit();
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
 
