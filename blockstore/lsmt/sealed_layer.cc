@@ -1,5 +1,7 @@
 #include "blockstore/lsmt/sealed_layer.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace dadi::blockstore {
@@ -40,30 +42,48 @@ absl::StatusOr<std::shared_ptr<const SealedLayer>> SealedLayer::Open(
                                             " with index_size = ", t.index_size,
                                             " is outside the file (size ", size, ")"));
   }
-  std::string raw(t.index_size * SegmentMapping::kEncodedLength, '\0');
-  if (absl::Status s = PreadExact(*file, t.index_offset, raw.size(), raw.data(), "LSMT index");
-      !s.ok()) {
-    return s;
+  if (t.index_size > kMaxIndexEntries) {
+    return absl::DataLossError(absl::StrCat(name, ": LSMT field index_size = ", t.index_size,
+                                            " exceeds the limit of ", kMaxIndexEntries));
   }
   const uint64_t vsectors = t.virtual_size / kSectorSize;
   const uint64_t data_first = kHL / kSectorSize, data_end = t.index_offset / kSectorSize;
   std::vector<SegmentMapping> entries;
-  entries.reserve(t.index_size);
-  for (uint64_t i = 0; i < t.index_size; ++i) {
-    SegmentMapping m = SegmentMapping::DecodeFrom(raw.data() + i * SegmentMapping::kEncodedLength);
-    if (m.is_padding()) continue;
-    m.tag = 0;  // runtime only
-    if (m.length == 0 || m.end() > vsectors) {
-      return absl::DataLossError(absl::StrCat(name, ": LSMT index entry ", i, " (offset ", m.offset,
-                                              ", length ", m.length,
-                                              ") is empty or past virtual_size ", t.virtual_size));
+  // Read in chunks: the index may sit in a ZFile whose decompressed size the input controls, so
+  // memory grows with the entries actually decoded, not with a claimed count.
+  constexpr uint64_t kChunkEntries = 1 << 16;
+  std::string raw;
+  for (uint64_t first = 0; first < t.index_size; first += kChunkEntries) {
+    const uint64_t n = std::min(kChunkEntries, t.index_size - first);
+    raw.resize(n * SegmentMapping::kEncodedLength);
+    if (absl::Status s = PreadExact(*file, t.index_offset + first * SegmentMapping::kEncodedLength,
+                                    raw.size(), raw.data(), "LSMT index");
+        !s.ok()) {
+      return s;
     }
-    if (!m.zeroed && (m.moffset < data_first || m.moffset + m.length > data_end)) {
-      return absl::DataLossError(absl::StrCat(name, ": LSMT index entry ", i, " moffset ",
-                                              m.moffset, " length ", m.length,
-                                              " is outside the data section"));
+    for (uint64_t k = 0; k < n; ++k) {
+      const uint64_t i = first + k;
+      SegmentMapping m =
+          SegmentMapping::DecodeFrom(raw.data() + k * SegmentMapping::kEncodedLength);
+      if (m.is_padding()) continue;
+      m.tag = 0;  // runtime only
+      if (m.length == 0 || m.end() > vsectors) {
+        return absl::DataLossError(
+            absl::StrCat(name, ": LSMT index entry ", i, " (offset ", m.offset, ", length ",
+                         m.length, ") is empty or past virtual_size ", t.virtual_size));
+      }
+      if (!m.zeroed && (m.moffset < data_first || m.moffset + m.length > data_end)) {
+        return absl::DataLossError(absl::StrCat(name, ": LSMT index entry ", i, " moffset ",
+                                                m.moffset, " length ", m.length,
+                                                " is outside the data section"));
+      }
+      if (!entries.empty() && m.offset < entries.back().end()) {
+        return absl::DataLossError(absl::StrCat(
+            name, ": LSMT index entry ", i, " at sector ", m.offset,
+            " overlaps or precedes the previous entry ending at ", entries.back().end()));
+      }
+      entries.push_back(m);
     }
-    entries.push_back(m);
   }
   absl::StatusOr<SegmentIndex> index = SegmentIndex::FromSorted(std::move(entries), name);
   if (!index.ok()) return absl::DataLossError(index.status().message());

@@ -14,6 +14,10 @@ namespace dadi::blockstore {
 
 class SealedLayer {
  public:
+  // Most index entries a layer may have (16 bytes each on disk): a bound on memory for layers
+  // whose index comes out of a ZFile. overlaybd layers have far fewer.
+  static constexpr uint64_t kMaxIndexEntries = uint64_t{1} << 24;
+
   // Reads the trailer (must be a sealed data-file trailer) and the index; checks every entry
   // (sorted, non-overlapping, inside the virtual size and the data section). DATA_LOSS naming
   // the file and field on failure.

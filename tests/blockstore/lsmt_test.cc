@@ -355,6 +355,35 @@ TEST(SealedLayerCorruptionTest, IndexEntriesAreChecked) {
   }
 }
 
+// A file claiming a huge size (as a ZFile's decompressed view can) with a huge index count is
+// refused before anything is allocated for it.
+TEST(SealedLayerCorruptionTest, HugeClaimedIndexIsRefused) {
+  class HugeFile final : public RandomAccessFile {
+   public:
+    explicit HugeFile(std::string trailer) : trailer_(std::move(trailer)) {}
+    uint64_t Size() const override { return uint64_t{1} << 40; }
+    absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override {
+      std::memset(buf, 0, n);
+      if (offset == Size() - 4096 && n == 4096) std::memcpy(buf, trailer_.data(), 4096);
+      return n;
+    }
+    std::string Name() const override { return "huge"; }
+
+   private:
+    std::string trailer_;
+  };
+  LsmtHeader t;
+  t.flags = LsmtHeader::kFlagTypeData | LsmtHeader::kFlagSealed;
+  t.index_offset = 4096;
+  t.index_size = SealedLayer::kMaxIndexEntries + 1;
+  t.virtual_size = uint64_t{1} << 40;
+  std::string enc;
+  t.EncodeTo(&enc);
+  auto l = SealedLayer::Open(std::make_shared<HugeFile>(enc));
+  EXPECT_EQ(l.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(l.status().message().find("limit"), std::string::npos) << l.status();
+}
+
 TEST(SealedLayerCorruptionTest, EveryTruncationFails) {
   const std::string s = SmallSealed();
   for (size_t len = 0; len < s.size(); len += 97) {
