@@ -280,6 +280,47 @@ TEST_F(RegistryTest, BackgroundDownloadDiscardsDigestMismatch) {
   EXPECT_EQ((*blob)->cached()->PresentUnits(), 0u);
 }
 
+// A registry that revokes tokens: a cached token that gets a 401 is dropped and a new one
+// fetched once, transparently to the reader.
+TEST_F(RegistryTest, BearerTokenIsRefreshedOn401) {
+  std::string data = RandomBytes(10000, 14);
+  std::atomic<int> generation{1};
+  std::atomic<int> token_requests{0};
+  std::string realm;
+  auto server = HttpServer::Start([&](const HttpServerRequest& req) -> HttpServerResponse {
+    if (req.path == "/token") {
+      token_requests++;
+      return {
+          200, {}, absl::StrCat(R"({"token":"tok-)", generation.load(), R"(","expires_in":300})")};
+    }
+    auto auth = req.headers.find("authorization");
+    if (auth == req.headers.end() ||
+        auth->second != absl::StrCat("Bearer tok-", generation.load())) {
+      return {401,
+              {{"WWW-Authenticate",
+                absl::StrCat("Bearer realm=\"", realm, "\",service=\"fake\",scope=\"x\"")}},
+              R"({"errors":[{"code":"UNAUTHORIZED","message":"token revoked"}]})"};
+    }
+    return {
+        206, {{"Content-Range", absl::StrCat("bytes 0-99/", data.size())}}, data.substr(0, 100)};
+  });
+  ASSERT_TRUE(server.ok());
+  realm = (*server)->base() + "/token";
+  std::string host = absl::StrCat("127.0.0.1:", (*server)->port());
+  auto client = NewClient(PlainConfig(host));
+  Reference ref = Repo(host, "dadi/revoked");
+  std::string buf(100, '\0');
+  ASSERT_TRUE(client->ReadBlobRange(ref, Sha256Digest(data), 0, 100, buf.data()).ok());
+  ASSERT_TRUE(client->ReadBlobRange(ref, Sha256Digest(data), 0, 100, buf.data()).ok());
+  EXPECT_EQ(token_requests.load(), 1);  // cached
+  generation = 2;                       // the registry revokes tok-1
+  absl::Status s = client->ReadBlobRange(ref, Sha256Digest(data), 0, 100, buf.data());
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(buf, data.substr(0, 100));
+  EXPECT_EQ(token_requests.load(), 2);
+  EXPECT_EQ(client->Stats().http.retries, 0u);
+}
+
 TEST_F(RegistryTest, BasicAuthWithHtpasswd) {
   TestRegistryOptions o;
   o.htpasswd_user = "alice";
