@@ -229,7 +229,17 @@ absl::StatusOr<std::string> RegistryClient::FetchToken(
   req.url = url;
   req.max_body_bytes = 1 << 20;
   std::optional<Credentials> creds = config_.CredentialsFor(ep.host);
-  if (creds && !creds->username.empty()) {
+  std::string form;
+  if (creds && !creds->identity_token.empty()) {
+    // OAuth2 refresh-token grant (docker's "identitytoken"), POSTed to the realm.
+    req.url = state.realm;
+    req.method = "POST";
+    form = absl::StrCat("grant_type=refresh_token&client_id=dadi&refresh_token=",
+                        UrlEncode(creds->identity_token), "&service=", UrlEncode(state.service));
+    for (const std::string& s : scopes) absl::StrAppend(&form, "&scope=", UrlEncode(s));
+    req.body = form;
+    req.headers.push_back("Content-Type: application/x-www-form-urlencoded");
+  } else if (creds && !creds->username.empty()) {
     req.headers.push_back(absl::StrCat("Authorization: ", BasicAuthorization(*creds)));
   }
   token_fetches_.fetch_add(1, std::memory_order_relaxed);

@@ -321,6 +321,41 @@ TEST_F(RegistryTest, BearerTokenIsRefreshedOn401) {
   EXPECT_EQ(client->Stats().http.retries, 0u);
 }
 
+TEST_F(RegistryTest, IdentityTokenUsesTheRefreshTokenGrant) {
+  std::string data = RandomBytes(1000, 15);
+  std::string realm, form;
+  auto server = HttpServer::Start([&](const HttpServerRequest& req) -> HttpServerResponse {
+    if (req.path == "/token") {
+      form = req.body;
+      if (req.method != "POST" || !absl::StrContains(req.body, "refresh_token=refresh-me")) {
+        return {401, {}, "{}"};
+      }
+      return {200, {}, R"({"access_token":"oauth-tok","expires_in":300})"};
+    }
+    auto auth = req.headers.find("authorization");
+    if (auth == req.headers.end() || auth->second != "Bearer oauth-tok") {
+      return {401,
+              {{"WWW-Authenticate", absl::StrCat("Bearer realm=\"", realm, "\",service=\"svc\"")}},
+              ""};
+    }
+    return {206, {{"Content-Range", absl::StrCat("bytes 0-9/", data.size())}}, data.substr(0, 10)};
+  });
+  ASSERT_TRUE(server.ok());
+  realm = (*server)->base() + "/token";
+  std::string host = absl::StrCat("127.0.0.1:", (*server)->port());
+  RegistryConfig c = PlainConfig(host);
+  c.hosts[host].credentials = Credentials{"", "", "refresh-me"};
+  auto client = NewClient(c);
+  std::string buf(10, '\0');
+  absl::Status s =
+      client->ReadBlobRange(Repo(host, "dadi/oauth"), Sha256Digest(data), 0, 10, buf.data());
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(buf, data.substr(0, 10));
+  EXPECT_TRUE(absl::StrContains(form, "grant_type=refresh_token"));
+  EXPECT_TRUE(absl::StrContains(form, "service=svc"));
+  EXPECT_TRUE(absl::StrContains(form, "scope=repository%3Adadi%2Foauth%3Apull"));
+}
+
 TEST_F(RegistryTest, BasicAuthWithHtpasswd) {
   TestRegistryOptions o;
   o.htpasswd_user = "alice";

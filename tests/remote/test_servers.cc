@@ -382,6 +382,19 @@ void HttpServer::Serve(int fd) {
     }
   }
   req.body = buf.substr(end + 4);
+  auto cl = req.headers.find("content-length");
+  size_t want = 0;
+  if (cl != req.headers.end() && absl::SimpleAtoi(cl->second, &want) && want <= (16 << 20)) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (req.body.size() < want && !stop_ && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char tmp[16384];
+      ssize_t r = ::recv(fd, tmp, sizeof(tmp), 0);
+      if (r <= 0) break;
+      req.body.append(tmp, static_cast<size_t>(r));
+    }
+  }
   requests_++;
   HttpServerResponse resp = handler_(req);
   std::string out =
