@@ -580,13 +580,25 @@ TEST_F(ConformanceTest, UpdateWithFieldMasks) {
   EXPECT_GT(ns(out.updated_at()), ns(orig.updated_at()));
   const int64_t first_update = ns(out.updated_at());
 
+  // Keys with dots and slashes, as containerd's own labels have.
+  req.Clear();
+  req.set_name("c");
+  (*req.mutable_labels())["containerd.io/gc.root"] = "2026-01-01T00:00:00Z";
+  ASSERT_TRUE(Update(req, {"labels.containerd.io/gc.root"}, &out).ok());
+  EXPECT_EQ(out.labels().at("containerd.io/gc.root"), "2026-01-01T00:00:00Z");
+  req.clear_labels();
+  ASSERT_TRUE(Update(req, {"labels.containerd.io/gc.root"}, &out).ok());
+  EXPECT_EQ(out.labels().count("containerd.io/gc.root"), 0u);
+  const int64_t dotted_update = ns(out.updated_at());
+  EXPECT_GT(dotted_update, first_update);
+
   // labels.<key> absent from info: deleted.
   req.Clear();
   req.set_name("c");
   ASSERT_TRUE(Update(req, {"labels.b"}, &out).ok());
   EXPECT_THAT(out.labels(), ::testing::SizeIs(1));
   EXPECT_EQ(out.labels().count("b"), 0u);
-  EXPECT_GT(ns(out.updated_at()), first_update);
+  EXPECT_GT(ns(out.updated_at()), dotted_update);
 
   // labels: replace all.
   (*req.mutable_labels())["only"] = "x";
