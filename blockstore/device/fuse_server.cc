@@ -1,6 +1,7 @@
 #include "blockstore/device/fuse_server.h"
 
 #include <fcntl.h>
+#include <linux/fuse.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mount.h>
@@ -18,6 +19,9 @@
 
 namespace dadi::blockstore {
 namespace {
+
+// From Linux 6.9's <linux/fuse.h> (protocol 7.40), newer than the headers we build with.
+constexpr int kFuseNotifyResend = 7;
 
 // Replies go straight to /dev/fuse, one writev each.
 class FdSink final : public FuseReplySink {
@@ -114,7 +118,28 @@ absl::StatusOr<std::unique_ptr<FuseServer>> FuseServer::Resume(FuseHandover hand
   server->mount_ = MountPoint::Adopt(handover.mountpoint);
   server->connection_id_ = handover.connection_id;
   if (absl::Status s = server->Start(handover.params.RequestBufferSize()); !s.ok()) return s;
+  if (absl::Status s = server->ResendPending(); !s.ok()) {
+    spdlog::warn("FUSE {}: {}; requests taken by the previous server may never be answered",
+                 server->mountpoint_, s.ToString());
+  }
   return server;
+}
+
+absl::Status FuseServer::ResendPending() {
+  fuse_out_header notify{};
+  notify.len = sizeof(notify);
+  notify.error = kFuseNotifyResend;  // a notification: code in `error`, unique 0
+  notify.unique = 0;
+  if (::write(fd_.get(), &notify, sizeof(notify)) == static_cast<ssize_t>(sizeof(notify))) {
+    return absl::OkStatus();
+  }
+  int err = errno;
+  if (err == EINVAL || err == ENOSYS) {
+    return absl::UnimplementedError(
+        absl::StrCat("FUSE_NOTIFY_RESEND on ", mountpoint_, ": not supported by this kernel"));
+  }
+  return absl::InternalError(
+      absl::StrCat("FUSE_NOTIFY_RESEND on ", mountpoint_, ": ", std::strerror(err)));
 }
 
 absl::Status FuseServer::Start(size_t request_buffer_size) {

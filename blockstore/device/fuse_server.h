@@ -43,7 +43,8 @@ class FuseServer {
                                                            std::shared_ptr<FuseFileTable> table,
                                                            const FuseServerOptions& options = {});
   // Serves a connection initialised by an earlier server (possibly in another process). The
-  // table must already hold the files the kernel knows (FuseFileTable::Restore).
+  // table must already hold the files the kernel knows (FuseFileTable::Restore). Then asks the
+  // kernel to resend requests a predecessor had read but not answered (ResendPending).
   static absl::StatusOr<std::unique_ptr<FuseServer>> Resume(FuseHandover handover,
                                                             std::shared_ptr<FuseFileTable> table,
                                                             const FuseServerOptions& options = {});
@@ -57,6 +58,12 @@ class FuseServer {
   // Stops serving (requests in progress are answered first) and hands the connection over;
   // the mount stays. The server is inert afterwards.
   FuseHandover Release();
+
+  // FUSE_NOTIFY_RESEND (Linux >= 6.9): the kernel queues again every request that was read from
+  // the connection but not answered, e.g. by a predecessor that crashed; without it the callers
+  // of those requests would wait forever. Reads are idempotent, so resending is safe.
+  // UNIMPLEMENTED on older kernels.
+  absl::Status ResendPending();
 
   const std::string& mountpoint() const { return mountpoint_; }
   // The kernel's number for the connection (/sys/fs/fuse/connections/N).

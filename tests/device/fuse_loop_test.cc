@@ -3,8 +3,12 @@
 // and /dev/loop-control; skipped otherwise.
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -580,6 +584,155 @@ TEST_F(FuseLoopTest, ConnectionSurvivesHandoverToANewServer) {
   server.reset();
   EXPECT_EQ(MountsUnder(scratch_.path() + "/"), std::vector<std::string>{});
   EXPECT_EQ(ThreadCount(), threads_before_);
+}
+
+// A disk whose reads covering `offset` announce themselves on `notify_fd` and never return:
+// the server process dies with such a read in hand.
+class StuckDisk final : public RandomAccessFile {
+ public:
+  StuckDisk(std::shared_ptr<RandomAccessFile> base, uint64_t offset, int notify_fd)
+      : base_(std::move(base)), offset_(offset), notify_fd_(notify_fd) {}
+  uint64_t Size() const override { return base_->Size(); }
+  absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override {
+    if (offset <= offset_ && offset_ < offset + n) {
+      char c = 1;
+      if (::write(notify_fd_, &c, 1) != 1) _exit(3);
+      for (;;) ::pause();
+    }
+    return base_->Pread(offset, n, buf);
+  }
+  std::string Name() const override { return "stuck"; }
+
+ private:
+  std::shared_ptr<RandomAccessFile> base_;
+  uint64_t offset_;
+  int notify_fd_;
+};
+
+// The restart for real: the serving process is killed (SIGKILL) while it holds an unanswered
+// read; a keeper (here the test process) kept a dup of its /dev/fuse fd and the recorded state,
+// a new server resumes the connection and the stuck read completes with the right bytes.
+TEST_F(FuseLoopTest, ReadInFlightSurvivesServerProcessDeath) {
+  const std::string fuse_dir = scratch_.Join("fuse");
+  fs::create_directories(fuse_dir);
+  int sock[2];
+  int notify[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock), 0);
+  ASSERT_EQ(::pipe2(notify, O_CLOEXEC), 0);
+  const uint64_t stuck_offset = 5 << 20;  // inside the image, never read before
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The first blockd: serves, hands a dup of its fd and its state to the keeper, then
+    // carries on serving until it is killed.
+    auto table = std::make_shared<FuseFileTable>();
+    if (!table->Add("img", std::make_shared<StuckDisk>(disk_, stuck_offset, notify[1])).ok()) {
+      _exit(1);
+    }
+    absl::StatusOr<std::unique_ptr<FuseServer>> server = FuseServer::Mount(fuse_dir, table);
+    if (!server.ok()) _exit(2);
+    FuseHandover info = (*server)->Release();  // to read fd and params; serve again below
+    std::string payload = info.params.Encode() + table->State().Encode();
+    int fd = info.fd.get();
+    char control[CMSG_SPACE(sizeof(int))] = {};
+    struct iovec iov = {payload.data(), payload.size()};
+    struct msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    if (::sendmsg(sock[1], &msg, 0) < 0) _exit(4);
+    absl::StatusOr<std::unique_ptr<FuseServer>> again = FuseServer::Resume(std::move(info), table);
+    if (!again.ok()) _exit(5);
+    for (;;) ::pause();
+  }
+  ::close(sock[1]);
+  ::close(notify[1]);
+  // The keeper's side: the fd and the recorded state.
+  std::string payload(4096, '\0');
+  char control[CMSG_SPACE(sizeof(int))] = {};
+  struct iovec iov = {payload.data(), payload.size()};
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t got = ::recvmsg(sock[0], &msg, MSG_CMSG_CLOEXEC);
+  ::close(sock[0]);
+  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  if (got <= 0 || cmsg == nullptr || cmsg->cmsg_type != SCM_RIGHTS) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    ::close(notify[0]);
+    FAIL() << "no handover from the serving process";
+  }
+  int kept_fd;
+  std::memcpy(&kept_fd, CMSG_DATA(cmsg), sizeof(int));
+  FuseHandover handover;
+  handover.fd.reset(kept_fd);
+  handover.mountpoint = fuse_dir;
+  payload.resize(static_cast<size_t>(got));
+
+  // A reader that will get stuck in the first server.
+  std::atomic<ssize_t> read_result{-2};
+  std::string buf(4096, '\0');
+  std::thread reader([&] {
+    int fd = ::open((fuse_dir + "/img").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      read_result = -3;
+      return;
+    }
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+    read_result = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(stuck_offset));
+    ::close(fd);
+  });
+  struct pollfd pfd = {notify[0], POLLIN, 0};
+  const bool stuck = ::poll(&pfd, 1, 10'000) == 1;
+  ::close(notify[0]);
+  // The server process dies with the read in hand; the kept fd keeps the connection alive.
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_TRUE(stuck) << "the read never reached the first server";
+
+  absl::StatusOr<FuseConnParams> params =
+      FuseConnParams::Decode(absl::string_view(payload).substr(0, FuseConnParams::kEncodedLength));
+  absl::StatusOr<FuseTableState> state =
+      FuseTableState::Decode(absl::string_view(payload).substr(FuseConnParams::kEncodedLength));
+  std::unique_ptr<FuseServer> server;
+  if (params.ok() && state.ok()) {
+    handover.params = *params;
+    auto table = std::make_shared<FuseFileTable>();
+    for (const FuseFileInfo& f : state->files) EXPECT_TRUE(table->Restore(f, disk_).ok());
+    table->AdvanceNextIno(state->next_ino);
+    absl::StatusOr<std::unique_ptr<FuseServer>> resumed =
+        FuseServer::Resume(std::move(handover), table);
+    EXPECT_TRUE(resumed.ok()) << resumed.status();
+    if (resumed.ok()) server = std::move(*resumed);
+  } else {
+    ADD_FAILURE() << params.status() << " " << state.status();
+  }
+  // The resent read is answered by the new server, within a bound; if it is not, tearing the
+  // connection down (unmount, close the last fd) releases the reader with an error.
+  for (int i = 0; i < 1000 && read_result.load() == -2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(read_result.load(), 4096) << "the read taken by the dead server was not resent";
+  if (server == nullptr || read_result.load() == -2) {
+    server.reset();
+    handover.fd.reset();
+    ::umount2(fuse_dir.c_str(), MNT_DETACH);
+  }
+  reader.join();
+  if (read_result.load() == 4096) {
+    EXPECT_EQ(std::memcmp(buf.data(), image_.data() + stuck_offset, 4096), 0);
+  }
+  server.reset();
+  EXPECT_EQ(MountsUnder(scratch_.path() + "/"), std::vector<std::string>{});
 }
 
 }  // namespace
