@@ -45,6 +45,18 @@ wait_until() {
   done
 }
 
+# with_lock LOCKFILE COMMAND...: runs COMMAND holding an exclusive flock on LOCKFILE, so that
+# concurrent runs never build or extract the same cache entry at once.
+with_lock() {
+  local lock=$1
+  shift
+  mkdir -p "$(dirname "$lock")"
+  (
+    flock 9
+    "$@"
+  ) 9>"$lock"
+}
+
 # sha256 of the files and strings given, used as cache keys.
 cache_key() {
   local item

@@ -39,8 +39,16 @@ _dadi_apt_update() {
 
 # _dadi_fetch_pkg PACKAGE VERSION CACHE_SUBDIR: downloads and extracts, prints the directory.
 _dadi_fetch_pkg() {
-  local pkg=$1 version=$2 sub=$3 dest tmp
+  local pkg=$1 version=$2 sub=$3 dest
   dest=$DADI_CACHE_DIR/$sub/$version
+  if [ ! -d "$dest" ]; then
+    with_lock "$DADI_CACHE_DIR/apt/lock" _dadi_extract "$pkg" "$version" "$sub" "$dest"
+  fi
+  echo "$dest"
+}
+
+_dadi_extract() {
+  local pkg=$1 version=$2 sub=$3 dest=$4 tmp
   if [ ! -d "$dest" ]; then
     _dadi_apt_update
     mkdir -p "$DADI_CACHE_DIR/$sub"
@@ -54,10 +62,9 @@ _dadi_fetch_pkg() {
     fi
     mv "$tmp/root" "$tmp/extracted"
     rm -rf "$dest"
-    mv "$tmp/extracted" "$dest"
+    mv -T "$tmp/extracted" "$dest"
     rm -rf "$tmp"
   fi
-  echo "$dest"
 }
 
 # _dadi_newest_cached SUB SERIES: newest complete cached extraction of SERIES, or nothing.
@@ -70,7 +77,7 @@ _dadi_newest_cached() {
 
 _dadi_newest_in_archive() {
   local pkg=$1 series=$2
-  _dadi_apt_update
+  with_lock "$(_dadi_apt_dir)/lock" _dadi_apt_update
   _dadi_apt apt-cache madison "$pkg" | awk -v s="$series." '{ v = $3; if (index(v, s) == 1) print v }' |
     sort -V | tail -n 1
 }
