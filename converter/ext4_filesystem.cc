@@ -815,10 +815,15 @@ absl::Status Ext4Filesystem::Remove(Ino parent, absl::string_view name) {
   IndexRemove(parent, name);
   if (!IsDirMode(attr->mode)) return DropLink(*ino);
 
-  // A whole tree: visit directories with an explicit stack (no recursion limit on depth), drop
-  // the links of everything else, then free the directories. Their entries need not be
-  // unlinked one by one: the directory blocks go with them.
-  std::vector<Ino> pending{*ino};
+  if (absl::Status s = FreeTree(*ino); !s.ok()) return s;
+  return DropParentLink(parent);
+}
+
+absl::Status Ext4Filesystem::FreeTree(Ino top) {
+  // Visit directories with an explicit stack (no recursion limit on depth), drop the links of
+  // everything else, then free the directories. Their entries need not be unlinked one by
+  // one: the directory blocks go with them.
+  std::vector<Ino> pending{top};
   std::vector<Ino> dirs;
   while (!pending.empty()) {
     Ino d = pending.back();
@@ -835,10 +840,61 @@ absl::Status Ext4Filesystem::Remove(Ino parent, absl::string_view name) {
     }
   }
   for (Ino d : dirs) {
-    IndexDrop(d);
     if (absl::Status s = FreeInode(d); !s.ok()) return s;
   }
-  return DropParentLink(parent);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<DirEntry>> Ext4Filesystem::RemoveChildren(
+    Ino dir, const std::function<bool(const DirEntry&)>& remove) {
+  // One pass over the directory blocks, unlinking as ext2fs_unlink does (a removed entry's
+  // space joins the previous entry of its block; the first entry of a block is marked free),
+  // instead of one scan of the whole directory per removed name.
+  struct Ctx {
+    Ext4Filesystem* self;
+    const std::function<bool(const DirEntry&)>* remove;
+    std::vector<DirEntry> removed;
+    struct ext2_dir_entry* prev = nullptr;
+    errcode_t err = 0;
+  } ctx{this, &remove, {}, nullptr, 0};
+  auto cb = [](ext2_ino_t, int, struct ext2_dir_entry* dirent, int offset, int, char*,
+               void* priv) -> int {
+    auto* c = static_cast<Ctx*>(priv);
+    if (offset == 0) c->prev = nullptr;
+    struct ext2_dir_entry* prev = c->prev;
+    c->prev = dirent;
+    if (dirent->inode == 0) return 0;
+    int len = ext2fs_dirent_name_len(dirent);
+    absl::string_view name(dirent->name, static_cast<size_t>(len));
+    if (name == "." || name == "..") return 0;
+    DirEntry e{std::string(name), dirent->inode, ModeOfFileType(ext2fs_dirent_file_type(dirent))};
+    if (!(*c->remove)(e)) return 0;
+    if (prev != nullptr) {
+      unsigned prev_len = 0, len_here = 0;
+      c->err = ext2fs_get_rec_len(c->self->fs_, prev, &prev_len);
+      if (!c->err) c->err = ext2fs_get_rec_len(c->self->fs_, dirent, &len_here);
+      if (!c->err) c->err = ext2fs_set_rec_len(c->self->fs_, prev_len + len_here, prev);
+      if (c->err) return DIRENT_ABORT;
+      c->prev = prev;  // the merged entry is the previous one for what follows
+    } else {
+      dirent->inode = 0;
+    }
+    c->removed.push_back(std::move(e));
+    return DIRENT_CHANGED;
+  };
+  errcode_t err = ext2fs_dir_iterate2(fs_, dir, DIRENT_FLAG_INCLUDE_EMPTY, nullptr, cb, &ctx);
+  if (!err) err = ctx.err;
+  if (err) return Error(err, absl::StrCat("removing entries of directory inode ", dir));
+  for (const DirEntry& e : ctx.removed) {
+    IndexRemove(dir, e.name);
+    if (IsDirMode(e.type)) {
+      if (absl::Status s = FreeTree(e.ino); !s.ok()) return s;
+      if (absl::Status s = DropParentLink(dir); !s.ok()) return s;
+    } else if (absl::Status s = DropLink(e.ino); !s.ok()) {
+      return s;
+    }
+  }
+  return std::move(ctx.removed);
 }
 
 absl::Status Ext4Filesystem::DropParentLink(Ino parent) {

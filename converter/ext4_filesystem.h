@@ -159,6 +159,11 @@ class Ext4Filesystem {
   // Removes `name` from `parent`; a directory is removed with everything below it. Inodes whose
   // last link goes are freed with their blocks and xattr blocks. NOT_FOUND if missing.
   absl::Status Remove(Ino parent, absl::string_view name);
+  // Removes, in one pass over `dir`, every entry for which `remove` returns true (directories
+  // with everything below them); returns the removed entries. `remove` must not change the
+  // file system.
+  absl::StatusOr<std::vector<DirEntry>> RemoveChildren(
+      Ino dir, const std::function<bool(const DirEntry&)>& remove);
   // Sets permission bits (mode & 07777), owner and times; the file type is kept.
   absl::Status SetAttr(Ino ino, const Attr& attr);
   // Adds or replaces the given extended attributes.
@@ -189,6 +194,8 @@ class Ext4Filesystem {
   absl::StatusOr<Ino> NewInode(Ino parent, uint32_t mode);
   absl::Status DropLink(Ino ino);
   absl::Status DropParentLink(Ino parent);
+  // Frees a directory that is no longer linked, with everything below it.
+  absl::Status FreeTree(Ino top);
   absl::Status FreeInode(Ino ino);
   // Data blocks [lblk, lblk + n) of ino get allocated and `data` (n blocks) written there.
   absl::Status WriteBlocks(Ino ino, uint64_t lblk, const char* data, uint64_t n, uint64_t* goal);

@@ -247,17 +247,17 @@ absl::Status Applier::Opaque(const Resolved& dir) {
   while (!pending.empty()) {
     auto [ino, path] = std::move(pending.back());
     pending.pop_back();
-    absl::StatusOr<std::vector<DirEntry>> entries = fs_.ReadDir(ino);
-    if (!entries.ok()) return entries.status();
-    for (const DirEntry& e : *entries) {
-      std::string child = path.empty() ? e.name : absl::StrCat(path, "/", e.name);
-      if (!unpacked_.contains(child)) {
-        RemovedSomething();
-        if (absl::Status s = fs_.Remove(ino, e.name); !s.ok()) return s;
-      } else if (IsDirMode(e.type)) {
-        pending.emplace_back(e.ino, std::move(child));
-      }
-    }
+    const std::string prefix = path.empty() ? "" : path + "/";
+    std::vector<std::pair<Ino, std::string>> kept_dirs;
+    absl::StatusOr<std::vector<DirEntry>> removed = fs_.RemoveChildren(ino, [&](const DirEntry& e) {
+      std::string child = prefix + e.name;
+      if (!unpacked_.contains(child)) return true;
+      if (IsDirMode(e.type)) kept_dirs.emplace_back(e.ino, std::move(child));
+      return false;
+    });
+    if (!removed.ok()) return removed.status();
+    if (!removed->empty()) RemovedSomething();
+    for (auto& d : kept_dirs) pending.push_back(std::move(d));
   }
   return absl::OkStatus();
 }

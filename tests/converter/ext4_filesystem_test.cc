@@ -293,6 +293,41 @@ TEST_F(Ext4FilesystemTest, RemovingATreeFreesBlocksAndInodes) {
   CloseAndFsck();
 }
 
+TEST_F(Ext4FilesystemTest, RemoveChildrenInOnePass) {
+  ASSERT_TRUE(fs_->Flush().ok());
+  const uint64_t free_blocks = fs_->free_blocks();
+  auto d = fs_->Mkdir(kRootIno, "d", MakeAttr(S_IFDIR | 0755));
+  ASSERT_TRUE(d.ok());
+  for (int i = 0; i < 600; ++i) {
+    std::string name = "entry-" + std::to_string(i);
+    if (i % 3 == 0) {
+      auto sub = fs_->Mkdir(*d, name, MakeAttr(S_IFDIR | 0755));
+      ASSERT_TRUE(sub.ok());
+      ASSERT_NE(WriteFile(*sub, "inner", std::string(5000, 'i')), 0u);
+    } else {
+      ASSERT_NE(WriteFile(*d, name, std::string(i, 'f')), 0u);
+    }
+  }
+  EXPECT_EQ(fs_->GetAttr(*d)->nlink, 2u + 200);
+  auto removed = fs_->RemoveChildren(
+      *d, [](const DirEntry& e) { return std::stoi(e.name.substr(6)) % 2 == 1; });
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(removed->size(), 300u);
+  auto left = fs_->ReadDir(*d);
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(left->size(), 300u);
+  for (const DirEntry& e : *left) EXPECT_EQ(std::stoi(e.name.substr(6)) % 2, 0) << e.name;
+  EXPECT_EQ(fs_->GetAttr(*d)->nlink, 2u + 100);
+  // Lookups see the change (the directory is large enough to be indexed).
+  EXPECT_EQ(*fs_->LookupChild(*d, "entry-1"), 0u);
+  EXPECT_NE(*fs_->LookupChild(*d, "entry-2"), 0u);
+  ASSERT_NE(WriteFile(*d, "entry-1", "again"), 0u);
+  EXPECT_NE(*fs_->LookupChild(*d, "entry-1"), 0u);
+  ASSERT_TRUE(fs_->Remove(kRootIno, "d").ok());
+  EXPECT_EQ(fs_->free_blocks(), free_blocks);
+  CloseAndFsck();
+}
+
 TEST_F(Ext4FilesystemTest, HardLinkCountsAndDirectoryRules) {
   Ino f = WriteFile(kRootIno, "f", "data");
   ASSERT_TRUE(fs_->Link(kRootIno, "g", f).ok());
