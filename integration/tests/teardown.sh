@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# A test that fails (and one that is killed) with containers running, a snapshot view mounted
+# and a loop device bound still leaves nothing behind: no process, mount, loop device, cgroup
+# or directory of its bed.
+# shellcheck source=SCRIPTDIR/../lib/test.sh
+source "$(dirname "$0")/../lib/test.sh"
+
+# The failing test: prints its bed directory and namespace, then fails (or waits to be killed).
+child() {
+  local mode=$1
+  # shellcheck disable=SC2016 # expanded by the child shell
+  exec bash -c '
+    source "$1/integration/lib/test.sh"
+    test_begin
+    echo "$BED_DIR $BED_NS"
+    ref=$(bed_push_image busybox)
+    pull "$ref"
+    bctr run -d --snapshotter "$SNAP" "$ref" c1 /bin/sleep 1000 >/dev/null
+    bctr run -d --snapshotter overlayfs "$ref" c2 /bin/sleep 1000 >/dev/null
+    tree_dir=$BED_DIR/mnt/view
+    bctr snapshots --snapshotter "$SNAP" view v1 "$(image_chain_id "$ref")" >/dev/null
+    snapshot_mount "$SNAP" v1 "$tree_dir"
+    truncate -s 8M "$BED_DIR/disk.img"
+    losetup -f "$BED_DIR/disk.img"
+    echo ready
+    [ "$2" = fail ] && exit 1
+    sleep 1000
+  ' child "$DADI_REPO_DIR" "$mode"
+}
+
+check_clean() {
+  local dir=$1 ns=$2
+  [ ! -e "$dir" ] || fail "$dir still exists"
+  ! pgrep -f -- "$dir" >/dev/null || fail "processes left: $(pgrep -af -- "$dir")"
+  ! findmnt -rn -o TARGET | grep -qF -- "$dir" || fail "mounts left under $dir"
+  ! losetup -n -l -O BACK-FILE | grep -qF -- "$dir" || fail "loop device left for $dir"
+  ! compgen -G "/sys/fs/cgroup/*/$ns" >/dev/null || fail "cgroups of $ns left"
+  log "ok: nothing of $dir left"
+}
+
+if [ "$SNAP" = dadi ] && [ ! -x "$DADI_SNAPSHOTTER_BIN" ]; then
+  log "SKIP: $DADI_SNAPSHOTTER_BIN is not built"
+  exit 77
+fi
+
+out=$(child fail 2>"${TMPDIR:-/tmp}/teardown-child.$$.log") && fail "the failing child passed"
+read -r dir ns <<<"$(head -n 1 <<<"$out")"
+[ "$(tail -n 1 <<<"$out")" = ready ] || { cat "${TMPDIR:-/tmp}/teardown-child.$$.log" >&2; fail "child did not get ready"; }
+rm -f "${TMPDIR:-/tmp}/teardown-child.$$.log"
+check_clean "$dir" "$ns"
+
+# Killed from outside (as the runner's timeout does): TERM to the whole process group.
+fifo=$(mktemp -u "${TMPDIR:-/tmp}/teardown-fifo.XXXXXX")
+mkfifo "$fifo"
+setsid bash -c "$(declare -f child); child hang" >"$fifo" 2>"${TMPDIR:-/tmp}/teardown-killed.$$.log" &
+pid=$!
+exec 8<"$fifo"
+rm -f "$fifo"
+read -r dir ns <&8
+read -r line <&8
+[ "$line" = ready ] || fail "killed child did not get ready"
+kill -TERM -- -"$pid"
+# The child holds the fifo until it has torn its bed down: wait for end of file.
+timeout 60 cat <&8 >/dev/null || fail "killed child did not finish within 60 s"
+exec 8<&-
+wait_until 10 "the killed child to exit" _bed_gone "$pid" || fail "child did not exit"
+rm -f "${TMPDIR:-/tmp}/teardown-killed.$$.log"
+check_clean "$dir" "$ns"
