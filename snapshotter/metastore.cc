@@ -11,6 +11,8 @@
 namespace dadi::snapshotter {
 namespace {
 
+constexpr int64_t kSchemaVersion = 1;  // PRAGMA user_version, set by kSchema
+
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS snapshots (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -67,6 +69,18 @@ absl::StatusOr<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& pa
                              "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000"}) {
     if (absl::Status st = db->Exec(pragma); !st.ok()) return st;
   }
+  {
+    // A database written by a newer dadi-snapshotter may mean things this one cannot read.
+    auto version = db->Prepare("PRAGMA user_version");
+    if (!version.ok()) return version.status();
+    auto row = version->Step();
+    if (!row.ok()) return row.status();
+    if (*row && version->ColumnInt(0) > kSchemaVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, " has schema version ", version->ColumnInt(0),
+                       "; this dadi-snapshotter reads up to ", kSchemaVersion));
+    }
+  }  // the statement is finalized before the schema changes
   if (absl::Status st = db->Exec(kSchema); !st.ok()) return st;
   return std::unique_ptr<MetaStore>(new MetaStore(*std::move(db)));
 }

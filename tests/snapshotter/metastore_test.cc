@@ -127,6 +127,17 @@ TEST_F(MetaStoreTest, LabelsWithArbitraryBytes) {
   EXPECT_EQ(a->info.labels.at(key), value);
 }
 
+TEST(MetaStoreOpenTest, RefusesNewerSchema) {
+  dadi::testing::ScratchDir dir("dadi-snap-meta");
+  {
+    auto db = sqlite::Database::Open(dir.Join("metadata.db"));
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(db->Exec("PRAGMA user_version = 99").ok());
+  }
+  EXPECT_EQ(MetaStore::Open(dir.Join("metadata.db")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(SqliteTest, TransactionRollsBackUnlessCommitted) {
   dadi::testing::ScratchDir dir("dadi-snap-sqlite");
   auto db = sqlite::Database::Open(dir.Join("t.db"));
