@@ -296,13 +296,13 @@ absl::Status CachedBlob::EnsureLocked(uint64_t first, uint64_t last, uint64_t wi
           claimed.push_back(u);
         }
       }
-      // Readahead: the first missing unit within the window after this read; when it is within
-      // half a window, claim a window's worth of missing units from it for a background fetch.
-      if (pass == 0 && window > 0 && !readahead_running_ && last + 1 < nunits_) {
+      // Readahead: the first missing unit within the window after this read; claim a window's
+      // worth of missing units from it for a background fetch (two may be in flight).
+      if (pass == 0 && window > 0 && readaheads_running_ < 2 && last + 1 < nunits_) {
         uint64_t limit = std::min(nunits_ - 1, last + window);
         uint64_t m = last + 1;
         while (m <= limit && (TestBit(m) || inflight_.count(m) != 0)) ++m;
-        if (m <= limit && m <= last + std::max<uint64_t>(1, window / 2)) {
+        if (m <= limit) {
           uint64_t end = std::min(nunits_ - 1, m + window - 1);
           uint64_t u = m;
           for (; u <= end && !TestBit(u) && inflight_.count(u) == 0; ++u) {
@@ -311,7 +311,7 @@ absl::Status CachedBlob::EnsureLocked(uint64_t first, uint64_t last, uint64_t wi
           }
           ahead_first = m;
           ahead_count = u - m;
-          readahead_running_ = ahead_count > 0;
+          if (ahead_count > 0) ++readaheads_running_;
         }
       }
     }
@@ -327,7 +327,7 @@ absl::Status CachedBlob::EnsureLocked(uint64_t first, uint64_t last, uint64_t wi
                         ahead_count, std::string(s.message()));
         }
         absl::MutexLock lock(&self->mu_);
-        self->readahead_running_ = false;
+        --self->readaheads_running_;
       });
     }
     if (claimed.empty() && waits.empty()) return absl::OkStatus();

@@ -70,8 +70,9 @@ class CachedBlob : public std::enable_shared_from_this<CachedBlob> {
 
   // Reads min(n, size - offset) bytes, fetching missing units with `fetch` (concurrent misses
   // of a unit share one fetch). Sequential reads grow a readahead window up to
-  // `max_readahead` bytes; the units ahead are fetched in the background (one readahead at a
-  // time per blob), started when the read comes within half a window of the missing data.
+  // `max_readahead` bytes; the units ahead are fetched in the background (at most two
+  // readaheads at a time per blob), started when the read comes within a window of the missing
+  // data.
   // `fetch` must stay callable after Read returns (it is copied into the background fetch).
   absl::StatusOr<size_t> Read(uint64_t offset, size_t n, char* buf, const UnitFetcher& fetch,
                               uint64_t max_readahead);
@@ -147,7 +148,7 @@ class CachedBlob : public std::enable_shared_from_this<CachedBlob> {
   bool verified_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_expected_ ABSL_GUARDED_BY(mu_) = UINT64_MAX;
   uint64_t readahead_units_ ABSL_GUARDED_BY(mu_) = 0;
-  bool readahead_running_ ABSL_GUARDED_BY(mu_) = false;
+  int readaheads_running_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class NodeCache {
