@@ -131,7 +131,7 @@ void ZFileReader::ReleaseDctx(void* dctx) const {
   dctx_pool_.push_back(dctx);
 }
 
-absl::StatusOr<BlockCache::Value> ZFileReader::DecodeBlock(uint64_t i, const char* stored) const {
+absl::Status ZFileReader::DecodeInto(uint64_t i, const char* stored, char* dst) const {
   size_t stored_len = stored_block_length(i);
   size_t payload = stored_len;
   if (info_.verify) {
@@ -146,15 +146,20 @@ absl::StatusOr<BlockCache::Value> ZFileReader::DecodeBlock(uint64_t i, const cha
       }
     }
   }
-  std::shared_ptr<CachedBlock> out = cache_->Allocate(BlockLength(i));
   void* dctx = info_.algorithm == ZFileAlgorithm::kZstd ? AcquireDctx() : nullptr;
-  absl::Status s = zfile_internal::Decompress(info_.algorithm, stored, payload, out->mutable_data(),
-                                              out->size(), dctx);
+  absl::Status s =
+      zfile_internal::Decompress(info_.algorithm, stored, payload, dst, BlockLength(i), dctx);
   if (dctx != nullptr) ReleaseDctx(dctx);
   if (!s.ok()) {
     return absl::DataLossError(absl::StrCat(file_->Name(), ": ZFile block ", i, " (at offset ",
                                             offsets_[i], "): ", s.message()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BlockCache::Value> ZFileReader::DecodeBlock(uint64_t i, const char* stored) const {
+  std::shared_ptr<CachedBlock> out = cache_->Allocate(BlockLength(i));
+  if (absl::Status s = DecodeInto(i, stored, out->mutable_data()); !s.ok()) return s;
   return BlockCache::Value(std::move(out));
 }
 
@@ -196,8 +201,15 @@ absl::StatusOr<size_t> ZFileReader::Pread(uint64_t offset, size_t n, char* buf) 
       return s;
     }
     for (uint64_t k = i; k < j; ++k) {
-      absl::StatusOr<BlockCache::Value> v =
-          DecodeBlock(k, stored.data() + (offsets_[k] - offsets_[i]));
+      const char* src = stored.data() + (offsets_[k] - offsets_[i]);
+      // A read spanning several blocks is streaming: blocks it covers whole are decompressed
+      // straight into the caller's buffer and not cached (the reader above caches pages).
+      const uint64_t block_start = k * bs;
+      if (last > first && block_start >= offset && block_start + BlockLength(k) <= offset + want) {
+        if (absl::Status s = DecodeInto(k, src, buf + (block_start - offset)); !s.ok()) return s;
+        continue;
+      }
+      absl::StatusOr<BlockCache::Value> v = DecodeBlock(k, src);
       if (!v.ok()) return v.status();
       copy_out(k, **v);
       cache_->Insert(cache_id_, k, *std::move(v));
@@ -209,6 +221,7 @@ absl::StatusOr<size_t> ZFileReader::Pread(uint64_t offset, size_t n, char* buf) 
 
 absl::Status ZFileReader::VerifyAll() const {
   std::string stored;
+  std::string scratch(info_.block_size, '\0');
   uint64_t i = 0;
   while (i < info_.index_size) {
     uint64_t j = i + 1;
@@ -220,9 +233,11 @@ absl::Status ZFileReader::VerifyAll() const {
       return s;
     }
     for (uint64_t k = i; k < j; ++k) {
-      absl::StatusOr<BlockCache::Value> v =
-          DecodeBlock(k, stored.data() + (offsets_[k] - offsets_[i]));
-      if (!v.ok()) return v.status();
+      if (absl::Status s =
+              DecodeInto(k, stored.data() + (offsets_[k] - offsets_[i]), scratch.data());
+          !s.ok()) {
+        return s;
+      }
     }
     i = j;
   }

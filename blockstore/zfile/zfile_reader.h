@@ -62,7 +62,9 @@ class ZFileReader final : public RandomAccessFile {
  private:
   ZFileReader(std::shared_ptr<const RandomAccessFile> file, ZFileReaderOptions options);
   size_t BlockLength(uint64_t i) const;
-  // Checks and decompresses block i from its stored bytes.
+  // Checks and decompresses block i from its stored bytes into dst (BlockLength(i) bytes).
+  absl::Status DecodeInto(uint64_t i, const char* stored, char* dst) const;
+  // The same into fresh cache memory.
   absl::StatusOr<BlockCache::Value> DecodeBlock(uint64_t i, const char* stored) const;
   void* AcquireDctx() const;
   void ReleaseDctx(void* dctx) const;

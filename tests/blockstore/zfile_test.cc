@@ -133,9 +133,16 @@ TEST(ZFileReaderTest, SpanningReadFetchesCompressedBytesOnce) {
   ASSERT_TRUE(PreadExact(**r, 5000, buf.size(), buf.data(), "test").ok());
   EXPECT_EQ(buf, data.substr(5000, buf.size()));
   EXPECT_EQ(counting->reads() - before, 1u);
-  // Cached now: no more reads.
-  ASSERT_TRUE(PreadExact(**r, 6000, 4096, buf.data(), "test").ok());
+  // The partly read first block is cached now: no more reads.
+  ASSERT_TRUE(PreadExact(**r, 6000, 1000, buf.data(), "test").ok());
+  EXPECT_EQ(buf.substr(0, 1000), data.substr(6000, 1000));
   EXPECT_EQ(counting->reads() - before, 1u);
+  // Blocks a streaming read covered whole went to the caller only: one read, then cached.
+  ASSERT_TRUE(PreadExact(**r, 8192 + 10, 100, buf.data(), "test").ok());
+  EXPECT_EQ(buf.substr(0, 100), data.substr(8202, 100));
+  EXPECT_EQ(counting->reads() - before, 2u);
+  ASSERT_TRUE(PreadExact(**r, 8192 + 500, 100, buf.data(), "test").ok());
+  EXPECT_EQ(counting->reads() - before, 2u);
 }
 
 TEST(ZFileReaderTest, HeaderOverwriteSkipsTrailerRead) {
