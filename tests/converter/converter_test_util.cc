@@ -133,6 +133,43 @@ TarBuilder& TarBuilder::Fifo(const std::string& path, const Meta& m) {
   Add(path, AE_IFIFO, m, nullptr, nullptr, nullptr);
   return *this;
 }
+TarBuilder& TarBuilder::SparseFile(const std::string& path, uint64_t size,
+                                   const std::vector<std::pair<uint64_t, std::string>>& regions) {
+  struct archive_entry* e = archive_entry_new();
+  archive_entry_set_pathname(e, path.c_str());
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_perm(e, 0644);
+  archive_entry_set_mtime(e, 1700000000, 0);
+  archive_entry_set_size(e, static_cast<la_int64_t>(size));
+  for (const auto& [off, data] : regions) {
+    archive_entry_sparse_add_entry(e, static_cast<la_int64_t>(off),
+                                   static_cast<la_int64_t>(data.size()));
+  }
+  if (archive_write_header(a_, e) != ARCHIVE_OK) {
+    std::fprintf(stderr, "TarBuilder: header %s: %s\n", path.c_str(), archive_error_string(a_));
+    std::abort();
+  }
+  // The writer takes the whole logical content and leaves the holes out.
+  std::string zeros(1 << 16, '\0');
+  uint64_t pos = 0;
+  for (const auto& [off, data] : regions) {
+    while (pos < off) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(off - pos, zeros.size()));
+      archive_write_data(a_, zeros.data(), n);
+      pos += n;
+    }
+    archive_write_data(a_, data.data(), data.size());
+    pos += data.size();
+  }
+  while (pos < size) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(size - pos, zeros.size()));
+    archive_write_data(a_, zeros.data(), n);
+    pos += n;
+  }
+  archive_entry_free(e);
+  return *this;
+}
+
 TarBuilder& TarBuilder::Whiteout(const std::string& path) {
   size_t slash = path.rfind('/');
   std::string wh = slash == std::string::npos

@@ -54,6 +54,10 @@ class TarBuilder {
   TarBuilder& Device(const std::string& path, bool block, uint32_t major, uint32_t minor,
                      const Meta& m = {});
   TarBuilder& Fifo(const std::string& path, const Meta& m = {});
+  // A sparse file of `size` bytes whose data regions are (offset, bytes); the rest are holes
+  // (PAX GNU.sparse 1.0 in the pax format).
+  TarBuilder& SparseFile(const std::string& path, uint64_t size,
+                         const std::vector<std::pair<uint64_t, std::string>>& regions);
   // `.wh.<base>` beside path.
   TarBuilder& Whiteout(const std::string& path);
   // `<dir>/.wh..wh..opq`.

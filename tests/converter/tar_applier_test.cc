@@ -184,6 +184,27 @@ TEST_F(TarApplierTest, LongNamesGnuAndPax) {
   CloseAndFsck();
 }
 
+TEST_F(TarApplierTest, SparseEntriesKeepTheirHoles) {
+  const uint64_t size = 48 << 20;
+  std::string a(10000, 'a'), b(5000, 'b');
+  TarBuilder tb;
+  tb.SparseFile("sparse", size, {{4096, a}, {40 << 20, b}});
+  std::string tar = tb.Finish();
+  ASSERT_LT(tar.size(), size_t(1 << 20));  // the holes are not in the tar
+  MustApply(tar);
+  auto ino = fs_->LookupPath("sparse");
+  ASSERT_TRUE(ino.ok());
+  auto attr = fs_->GetAttr(*ino);
+  ASSERT_TRUE(attr.ok());
+  EXPECT_EQ(attr->size, size);
+  EXPECT_LE(attr->blocks_512, 64u);  // 3 + 2 data blocks, nothing for the holes
+  EXPECT_EQ(*fs_->ReadFile(*ino, 0, 4096), std::string(4096, '\0'));
+  EXPECT_EQ(*fs_->ReadFile(*ino, 4096, a.size()), a);
+  EXPECT_EQ(*fs_->ReadFile(*ino, 20 << 20, 100), std::string(100, '\0'));
+  EXPECT_EQ(*fs_->ReadFile(*ino, 40 << 20, b.size() + 10), b + std::string(10, '\0'));
+  CloseAndFsck();
+}
+
 TEST_F(TarApplierTest, WhiteoutsRemoveLowerEntries) {
   TarBuilder l1;
   l1.File("a/b", "1").File("a/c", "2").Dir("d/e/f").File("d/e/f/g", "3").File("top", "4");
@@ -394,6 +415,7 @@ std::vector<std::string> ThreeLayers() {
   l1.File("var/lib/data/db", std::string(5 << 20, 'D'), M(0600, 999, 999));
   l1.Device("dev/zero", false, 1, 5, M(0666)).Fifo("dev/pipe");
   l1.File("bin/big", std::string(9 << 20, 'B'));
+  l1.SparseFile("var/sparse", 8 << 20, {{4096, std::string(9000, 's')}, {6 << 20, "tail"}});
   layers.push_back(l1.Finish());
   TarBuilder l2(TarBuilder::Format::kGnu, TarBuilder::Compression::kZstd);
   l2.Whiteout("etc/hosts").File("etc/hostname", "box\n").Hardlink("bin/app2", "bin/app");
