@@ -1,7 +1,7 @@
 # Compiler flags shared by every target of ours. Generated code and third-party headers are
 # included as SYSTEM so that their warnings do not fail our build.
-add_compile_options(-Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor
-                    -Wno-missing-field-initializers)
+add_compile_options(-Wall -Wextra -Wpedantic -Wnon-virtual-dtor -Wno-missing-field-initializers
+                    $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local>)
 if(DADI_WERROR)
   add_compile_options(-Werror)
 endif()
