@@ -68,15 +68,25 @@ RemoteBlob::RemoteBlob(std::shared_ptr<const RegistryClient> client, Reference r
       blob_(std::move(blob)),
       cache_(std::move(cache)),
       options_(options) {
-  fetcher_ = [client = client_, repo = repo_, digest = blob_->digest(), options = options_](
-                 uint64_t offset, size_t len, char* buf) {
-    return FetchRange(client, repo, digest, options, offset, len, buf);
+  fetcher_ = [client = client_, repo = repo_, digest = blob_->digest(), options = options_,
+              counters = counters_](uint64_t offset, size_t len, char* buf) {
+    counters->fetch_requests.fetch_add(1, std::memory_order_relaxed);
+    absl::Status s = FetchRange(client, repo, digest, options, offset, len, buf);
+    if (s.ok()) counters->fetched_bytes.fetch_add(len, std::memory_order_relaxed);
+    return s;
   };
 }
 
 RemoteBlob::~RemoteBlob() {
   stop_ = true;
   if (download_.joinable()) download_.join();
+}
+
+RemoteBlobStats RemoteBlob::Stats() const {
+  RemoteBlobStats stats;
+  stats.fetched_bytes = counters_->fetched_bytes.load(std::memory_order_relaxed);
+  stats.fetch_requests = counters_->fetch_requests.load(std::memory_order_relaxed);
+  return stats;
 }
 
 std::string RemoteBlob::Name() const {

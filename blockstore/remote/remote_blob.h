@@ -33,6 +33,12 @@ struct BackgroundDownloadOptions {
   uint64_t chunk_bytes = 8 << 20;         // bytes per range request
 };
 
+// Registry traffic of one RemoteBlob (its reads, readahead and background download).
+struct RemoteBlobStats {
+  uint64_t fetched_bytes = 0;   // bytes of range GETs that succeeded
+  uint64_t fetch_requests = 0;  // unit fetches started (a failed one counts too)
+};
+
 class RemoteBlob final : public RandomAccessFile {
  public:
   // `repo` names the registry and repository (tag/digest ignored); `digest` and `size` come from
@@ -61,6 +67,7 @@ class RemoteBlob final : public RandomAccessFile {
   bool IsLocal() const { return blob_->verified(); }
 
   const std::shared_ptr<CachedBlob>& cached() const { return blob_; }
+  RemoteBlobStats Stats() const;
 
  private:
   RemoteBlob(std::shared_ptr<const RegistryClient> client, Reference repo,
@@ -73,6 +80,12 @@ class RemoteBlob final : public RandomAccessFile {
   std::shared_ptr<CachedBlob> blob_;
   std::shared_ptr<NodeCache> cache_;
   RemoteBlobOptions options_;
+  struct Counters {
+    std::atomic<uint64_t> fetched_bytes{0};
+    std::atomic<uint64_t> fetch_requests{0};
+  };
+  // Shared with the fetcher, which background readahead may run after the RemoteBlob is gone.
+  std::shared_ptr<Counters> counters_ = std::make_shared<Counters>();
   UnitFetcher fetcher_;
   std::thread download_;
   std::atomic<bool> stop_{false};

@@ -1,0 +1,315 @@
+#include "blockstore/blockd/attachment_table.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace dadi::blockstore::blockd {
+namespace {
+
+absl::StatusOr<AttachOptions> ParseOptions(const std::map<std::string, std::string>& options) {
+  AttachOptions out;
+  for (const auto& [key, value] : options) {
+    if (key == "fs_type") {
+      if (value == "ext4" || value == "erofs") {
+        out.fs_type = value;
+      } else if (value.empty() || value == "none") {
+        out.fs_type.clear();
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("option fs_type \"", value, "\" is not ext4, erofs or none"));
+      }
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown attach option \"", key, "\""));
+    }
+  }
+  return out;
+}
+
+// Reads [offset, offset + length) of `file` in chunks, stopping early when `stop` is set.
+absl::StatusOr<uint64_t> ReadThrough(const RandomAccessFile& file, uint64_t offset, uint64_t length,
+                                     const std::atomic<bool>& stop) {
+  constexpr size_t kChunk = 1 << 20;
+  std::string buf(kChunk, '\0');
+  const uint64_t end = std::min(file.Size(), offset + std::min(length, file.Size()));
+  uint64_t done = 0;
+  for (uint64_t off = offset; off < end && !stop.load(); off += kChunk) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, end - off));
+    absl::StatusOr<size_t> got = file.Pread(off, n, buf.data());
+    if (!got.ok()) return got.status();
+    done += *got;
+    if (*got < n) break;
+  }
+  return done;
+}
+
+}  // namespace
+
+bool IsValidDeviceId(absl::string_view id) {
+  if (id.empty() || id.size() > 255 || id == "." || id == "..") return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+AttachmentTable::AttachmentTable(ImageOpener* opener, DeviceBackend* backend)
+    : opener_(opener), backend_(backend) {}
+
+AttachmentTable::~AttachmentTable() {
+  if (absl::Status s = DetachAll(); !s.ok()) {
+    spdlog::error("detaching everything: {}", s.ToString());
+  }
+}
+
+absl::StatusOr<AttachmentInfo> AttachmentTable::Attach(const AttachSpec& spec) {
+  const std::string id = spec.id.empty() ? ChainIdHex(spec.layers) : spec.id;
+  if (!IsValidDeviceId(id)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device id \"", id, "\": 1..255 bytes of [A-Za-z0-9._-], not . or .."));
+  }
+  absl::StatusOr<AttachOptions> options = ParseOptions(spec.options);
+  if (!options.ok()) return options.status();
+  if (spec.layers.empty()) return absl::InvalidArgumentError("attach " + id + ": no layers");
+
+  for (;;) {
+    std::shared_ptr<Entry> entry;
+    {
+      absl::MutexLock lock(&mu_);
+      std::shared_ptr<Entry>& e = entries_[id];
+      if (e == nullptr) e = std::make_shared<Entry>();
+      entry = e;
+    }
+    absl::MutexLock lock(&entry->mu);
+    if (entry->gone) continue;  // torn down while we waited: start over with a fresh entry
+    if (entry->refcount > 0) {
+      if (entry->layers != spec.layers || entry->options != spec.options) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("device ", id, " is attached with other layers or options"));
+      }
+      ++entry->refcount;
+      absl::MutexLock table_lock(&mu_);
+      Snapshot& snap = ready_[id];
+      snap.info.refcount = entry->refcount;
+      return snap.info;
+    }
+
+    // A fresh attachment. Only this id's entry is locked while the layers open.
+    auto fail = [&](const absl::Status& s) {
+      entry->gone = true;
+      absl::MutexLock table_lock(&mu_);
+      auto it = entries_.find(id);
+      if (it != entries_.end() && it->second == entry) entries_.erase(it);
+      return s;
+    };
+    absl::StatusOr<std::shared_ptr<const OpenImage>> image = opener_->Open(spec.layers);
+    if (!image.ok()) {
+      return fail(absl::Status(image.status().code(),
+                               absl::StrCat("attach ", id, ": ", image.status().message())));
+    }
+    absl::StatusOr<AttachedDevice> device =
+        backend_->Attach(id, std::const_pointer_cast<OpenImage>(*image), *options);
+    if (!device.ok()) {
+      return fail(absl::Status(device.status().code(),
+                               absl::StrCat("attach ", id, ": ", device.status().message())));
+    }
+    entry->refcount = 1;
+    entry->layers = spec.layers;
+    entry->options = spec.options;
+    Snapshot snap;
+    snap.info.id = id;
+    snap.info.device_path = device->device_path;
+    snap.info.mount_point = device->mount_point;
+    snap.info.virtual_size = device->size;
+    snap.info.refcount = 1;
+    snap.info.layers = spec.layers;
+    snap.image = std::move(*image);
+    spdlog::info("attached {} ({} layers, {} bytes) at {} on {}", id, spec.layers.size(),
+                 snap.info.virtual_size, snap.info.device_path, snap.info.mount_point);
+    absl::MutexLock table_lock(&mu_);
+    ready_[id] = snap;
+    return snap.info;
+  }
+}
+
+absl::Status AttachmentTable::TeardownLocked(const std::string& id, Entry& entry) {
+  if (absl::Status s = backend_->Detach(id); !s.ok()) return s;
+  entry.gone = true;
+  entry.refcount = 0;
+  Snapshot dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(id);
+    if (it != entries_.end() && it->second.get() == &entry) entries_.erase(it);
+    auto r = ready_.find(id);
+    if (r != ready_.end()) {
+      dropped = std::move(r->second);
+      ready_.erase(r);
+    }
+  }
+  spdlog::info("detached {}", id);
+  return absl::OkStatus();  // `dropped` closes the image's unshared layers outside mu_
+}
+
+absl::StatusOr<uint64_t> AttachmentTable::Detach(absl::string_view id, bool force) {
+  std::shared_ptr<Entry> entry;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(id);
+    if (it != entries_.end()) entry = it->second;
+  }
+  if (entry == nullptr) return absl::NotFoundError(absl::StrCat("device ", id, " is not attached"));
+  absl::MutexLock lock(&entry->mu);
+  if (entry->gone || entry->refcount == 0) {
+    return absl::NotFoundError(absl::StrCat("device ", id, " is not attached"));
+  }
+  if (!force && entry->refcount > 1) {
+    --entry->refcount;
+    absl::MutexLock table_lock(&mu_);
+    ready_[std::string(id)].info.refcount = entry->refcount;
+    return entry->refcount;
+  }
+  if (absl::Status s = TeardownLocked(std::string(id), *entry); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("detach ", id, ": ", s.message()));
+  }
+  return 0;
+}
+
+std::vector<AttachmentInfo> AttachmentTable::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<AttachmentInfo> out;
+  for (const auto& [id, snap] : ready_) out.push_back(snap.info);
+  return out;
+}
+
+absl::StatusOr<AttachmentStats> AttachmentTable::Stat(absl::string_view id) const {
+  Snapshot snap;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = ready_.find(id);
+    if (it == ready_.end()) {
+      return absl::NotFoundError(absl::StrCat("device ", id, " is not attached"));
+    }
+    snap = it->second;
+  }
+  AttachmentStats stats;
+  stats.info = snap.info;
+  stats.image = snap.image->Stats();
+  return stats;
+}
+
+absl::StatusOr<PrefetchResult> AttachmentTable::Prefetch(
+    absl::string_view id, const std::vector<PrefetchRange>& ranges,
+    const std::vector<std::string>& layer_digests, bool wait) {
+  std::shared_ptr<const OpenImage> image;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = ready_.find(id);
+    if (it == ready_.end()) {
+      return absl::NotFoundError(absl::StrCat("device ", id, " is not attached"));
+    }
+    image = it->second.image;
+  }
+  PrefetchResult result;
+  std::vector<std::shared_ptr<const OpenLayer>> layers;
+  std::set<std::string> wanted(layer_digests.begin(), layer_digests.end());
+  for (const auto& layer : image->layers()) {
+    if (wanted.erase(layer->spec().digest) > 0) {
+      layers.push_back(layer);
+      result.bytes_requested += layer->raw().Size();
+    }
+  }
+  if (!wanted.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prefetch ", id, ": layer ", *wanted.begin(), " is not in the image"));
+  }
+  for (const PrefetchRange& r : ranges) {
+    if (r.offset >= image->Size() || r.length == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("prefetch ", id, ": range [", r.offset, ", +",
+                                                     r.length, ") is outside the disk of ",
+                                                     image->Size(), " bytes"));
+    }
+    result.bytes_requested += std::min(r.length, image->Size() - r.offset);
+  }
+
+  auto run = [image, layers, ranges, stop = stop_,
+              name = std::string(id)]() -> absl::StatusOr<uint64_t> {
+    uint64_t done = 0;
+    for (const PrefetchRange& r : ranges) {
+      absl::StatusOr<uint64_t> n = ReadThrough(image->stack(), r.offset, r.length, *stop);
+      if (!n.ok()) return n.status();
+      done += *n;
+    }
+    for (const auto& layer : layers) {
+      absl::StatusOr<uint64_t> n = ReadThrough(layer->raw(), 0, layer->raw().Size(), *stop);
+      if (!n.ok()) return n.status();
+      done += *n;
+    }
+    return done;
+  };
+  if (wait) {
+    absl::StatusOr<uint64_t> done = run();
+    if (!done.ok()) {
+      return absl::Status(done.status().code(),
+                          absl::StrCat("prefetch ", id, ": ", done.status().message()));
+    }
+    result.bytes_done = *done;
+    return result;
+  }
+  ReapJobs(false);
+  Job job;
+  job.done = std::make_shared<std::atomic<bool>>(false);
+  job.thread = std::thread([run, done = job.done, name = std::string(id)] {
+    absl::StatusOr<uint64_t> n = run();
+    if (n.ok()) {
+      spdlog::debug("prefetch {}: {} bytes", name, *n);
+    } else {
+      spdlog::warn("prefetch {}: {}", name, n.status().ToString());
+    }
+    done->store(true);
+  });
+  absl::MutexLock lock(&jobs_mu_);
+  jobs_.push_back(std::move(job));
+  return result;
+}
+
+void AttachmentTable::ReapJobs(bool all) {
+  std::vector<Job> finished;
+  {
+    absl::MutexLock lock(&jobs_mu_);
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+      if (all || it->done->load()) {
+        finished.push_back(std::move(*it));
+        it = jobs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (Job& job : finished) job.thread.join();
+}
+
+absl::Status AttachmentTable::DetachAll() {
+  stop_->store(true);
+  ReapJobs(true);
+  std::vector<std::pair<std::string, std::shared_ptr<Entry>>> entries;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, entry] : entries_) entries.emplace_back(id, entry);
+  }
+  absl::Status first;
+  for (auto& [id, entry] : entries) {
+    absl::MutexLock lock(&entry->mu);
+    if (entry->gone || entry->refcount == 0) continue;
+    if (absl::Status s = TeardownLocked(id, *entry); !s.ok()) {
+      spdlog::error("detach {}: {}", id, s.ToString());
+      if (first.ok()) first = s;
+    }
+  }
+  stop_->store(false);
+  return first;
+}
+
+}  // namespace dadi::blockstore::blockd
