@@ -293,6 +293,9 @@ absl::StatusOr<std::unique_ptr<Ext4Filesystem>> Ext4Filesystem::Open(BlockDevice
   std::unique_ptr<Ext4Filesystem> result(new Ext4Filesystem(device, fs, ts));
   fs->now = ts;
   fs->umask = 0;
+  // Only the primary superblock and descriptors are rewritten (as the kernel does): the backups
+  // would otherwise change with every free count and land in every layer.
+  fs->flags |= EXT2_FLAG_MASTER_SB_ONLY;
   if (fs->blocksize != kBlockSize) {
     return absl::FailedPreconditionError(
         absl::StrCat("ext4 on ", device->Name(), " has block size ", fs->blocksize, ", want 4096"));

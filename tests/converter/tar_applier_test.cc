@@ -400,6 +400,55 @@ TEST_F(TarApplierTest, TenThousandFilesInOneDirectory) {
   CloseAndFsck();
 }
 
+// Counts what reaches the device below.
+class CountingDevice : public BlockDevice {
+ public:
+  explicit CountingDevice(BlockDevice* base) : base_(base) {}
+  uint64_t Size() const override { return base_->Size(); }
+  absl::Status Pread(uint64_t offset, size_t n, char* buf) override {
+    return base_->Pread(offset, n, buf);
+  }
+  absl::Status Pwrite(uint64_t offset, absl::string_view data) override {
+    written_ += data.size();
+    ++writes_;
+    return base_->Pwrite(offset, data);
+  }
+  absl::Status Flush() override { return base_->Flush(); }
+  std::string Name() const override { return base_->Name(); }
+  uint64_t written_ = 0;
+  uint64_t writes_ = 0;
+
+ private:
+  BlockDevice* base_;
+};
+
+TEST_F(TarApplierTest, UpperLayerWritesOnlyWhatChanged) {
+  // A lower layer with some content on a 1 GiB device...
+  fs_.reset();
+  Make(image_, 1 << 30);
+  TarBuilder l1;
+  for (int i = 0; i < 200; ++i) l1.File("usr/lib/f" + std::to_string(i), std::string(3000, 'x'));
+  MustApply(l1.Finish(), "L1");
+  ASSERT_TRUE(fs_->Close().ok());
+  fs_.reset();
+  // ... then a layer adding one small file, through a counting device.
+  CountingDevice counting(dev_.get());
+  auto fs = Ext4Filesystem::Open(&counting, 1600000000);
+  ASSERT_TRUE(fs.ok()) << fs.status();
+  fs_ = std::move(*fs);
+  TarBuilder l2;
+  l2.File("usr/lib/new", "n");
+  MustApply(l2.Finish(), "L2");
+  ASSERT_TRUE(fs_->Close().ok());
+  fs_.reset();
+  // Superblock, a descriptor block, two bitmap blocks, an inode-table block, the directory
+  // block, the data block: a handful of 4 KiB blocks, not the 32 MiB of bitmaps and tables.
+  EXPECT_LE(counting.written_, 12u * 4096) << counting.writes_ << " writes";
+  EXPECT_GT(counting.written_, 0u);
+  absl::Status s = testing::Fsck(image_);
+  EXPECT_TRUE(s.ok()) << s;
+}
+
 std::vector<std::string> ThreeLayers() {
   std::vector<std::string> layers;
   TarBuilder l1(TarBuilder::Format::kPax, TarBuilder::Compression::kGzip);
