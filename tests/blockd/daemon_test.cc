@@ -1,0 +1,674 @@
+// The real dadi-blockd binary, driven over its socket: ext4 images made with mkfs.ext4 -d are
+// written as overlaybd layer blobs (writable layer → commit → ZFile → tar envelope), pushed to
+// a real docker-registry, attached through FUSE + loop and read through the mount point.
+// Needs root, /dev/fuse, /dev/loop-control, mkfs.ext4, debugfs and docker-registry; skipped
+// otherwise. Every daemon, mount and loop device is gone when a test ends, passed or failed.
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "blockstore/blob/layer_blob_writer.h"
+#include "blockstore/file/file.h"
+#include "blockstore/lsmt/sealed_layer_writer.h"
+#include "blockstore/lsmt/writable_layer.h"
+#include "blockstore/remote/digest.h"
+#include "blockstore/remote/reference.h"
+#include "blockstore/remote/registry_client.h"
+#include "dadi/blockd/v1/blockd.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "tests/remote/test_servers.h"
+#include "tests/support/scratch_dir.h"
+
+namespace dadi::blockstore {
+namespace {
+
+namespace fs = std::filesystem;
+namespace pb = ::dadi::blockd::v1;
+
+constexpr uint64_t kImageSize = 32 << 20;
+constexpr uint64_t kBlock = 4096;
+
+std::string ReadWhole(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "<error: cannot open " + path + ">";
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void WriteFile(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary)
+      .write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+
+std::string RandomData(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string data(n, '\0');
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t w = rng();
+    std::memcpy(data.data() + i, &w, std::min<size_t>(8, n - i));
+  }
+  return data;
+}
+
+// Mount points at or below `prefix`, deepest first.
+std::vector<std::string> MountsUnder(const std::string& prefix) {
+  std::vector<std::string> out;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, mount_point;
+    if (!(fields >> id >> parent >> dev >> root >> mount_point)) continue;
+    if (absl::StartsWith(mount_point, prefix)) out.push_back(mount_point);
+  }
+  std::sort(out.rbegin(), out.rend());
+  return out;
+}
+
+// Loop devices whose backing file is at or below `prefix`.
+std::set<std::string> LoopsUnder(const std::string& prefix) {
+  std::set<std::string> out;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/sys/block", ec)) {
+    std::string name = entry.path().filename();
+    if (!absl::StartsWith(name, "loop")) continue;
+    std::string backing = ReadWhole(entry.path().string() + "/loop/backing_file");
+    if (absl::StartsWith(backing, prefix)) out.insert(name);
+  }
+  return out;
+}
+
+// Polls `done` for up to 10 s (loop devices are released asynchronously); not a timing
+// assertion, only a bound on a hang.
+template <typename F>
+bool Eventually(F done) {
+  for (int i = 0; i < 1000; ++i) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+bool HaveTool(const char* name) {
+  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"}) {
+    if (::access((std::string(dir) + name).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+// Makes an ext4 image of kImageSize holding `files` (path → content).
+void MakeExt4(const std::string& work, const std::map<std::string, std::string>& files,
+              const std::string& image_path) {
+  const std::string src = work + "/src-" + fs::path(image_path).filename().string();
+  fs::create_directories(src);
+  for (const auto& [name, data] : files) {
+    fs::create_directories(fs::path(src + "/" + name).parent_path());
+    WriteFile(src + "/" + name, data);
+  }
+  { std::ofstream f(image_path, std::ios::binary); }
+  fs::resize_file(image_path, kImageSize);
+  ASSERT_TRUE(testing::RunCommand({"mkfs.ext4", "-q", "-F", "-b", "4096", "-E",
+                                   "lazy_itable_init=0,lazy_journal_init=0", "-d", src, image_path},
+                                  work + "/mkfs.log")
+                  .ok())
+      << ReadWhole(work + "/mkfs.log");
+}
+
+struct Blob {
+  std::string digest;
+  uint64_t size = 0;
+  std::string path;
+};
+
+// Writes `image` as an overlaybd layer blob holding the 4 KiB blocks that differ from `base`
+// (all non-zero blocks without a base): changed blocks as data, blocks that became zero as
+// zeroed ranges.
+void MakeLayerBlob(const std::string& work, const std::string& name, const std::string& image,
+                   const std::string* base, Blob* blob) {
+  auto layer = WritableLayer::Create(work + "/" + name + ".data", work + "/" + name + ".index",
+                                     LayerInfo{kImageSize, name, base ? "base" : "", "dadi-test"});
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  const std::string zero(kBlock, '\0');
+  for (uint64_t off = 0; off < image.size(); off += kBlock) {
+    absl::string_view block(image.data() + off, kBlock);
+    if (base != nullptr && absl::string_view(base->data() + off, kBlock) == block) continue;
+    if (block == zero) {
+      if (base != nullptr) {
+        ASSERT_TRUE((*layer)->Discard(off, kBlock).ok());
+      }
+      continue;
+    }
+    ASSERT_TRUE((*layer)->Write(off, block).ok());
+  }
+  blob->path = work + "/" + name + ".blob";
+  auto writer = LayerBlobFileWriter::Create(blob->path, ZFileWriterOptions{});
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  ASSERT_TRUE((*layer)->Commit(writer->get()).ok());
+  ASSERT_TRUE((*writer)->Close().ok());
+  auto file = OpenLocalFile(blob->path);
+  ASSERT_TRUE(file.ok());
+  auto digest = Sha256DigestOfFile(**file);
+  ASSERT_TRUE(digest.ok());
+  blob->digest = *digest;
+  blob->size = (*file)->Size();
+}
+
+// A dadi-blockd child process on a socket in the scratch directory. The destructor kills it
+// (SIGKILL) if it still runs and unmounts whatever it left below the scratch directory.
+class Daemon {
+ public:
+  explicit Daemon(std::string dir) : dir_(std::move(dir)) {}
+  ~Daemon() {
+    Kill();
+    for (const std::string& m : MountsUnder(dir_ + "/")) ::umount2(m.c_str(), MNT_DETACH);
+  }
+  std::string socket() const { return dir_ + "/run/blockd.sock"; }
+  std::string state_dir() const { return dir_ + "/state"; }
+
+  absl::Status Start(const std::string& config_toml) {
+    WriteFile(dir_ + "/blockd.toml", config_toml);
+    const std::vector<std::string> args = {DADI_BLOCKD_BIN, "--config",    dir_ + "/blockd.toml",
+                                           "--socket",      socket(),      "--state-dir",
+                                           state_dir(),     "--cache-dir", dir_ + "/cache",
+                                           "--log-level",   "debug"};
+    pid_ = ::fork();
+    if (pid_ < 0) return absl::InternalError("fork");
+    if (pid_ == 0) {
+      int log = ::open((dir_ + "/blockd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(log, 2);
+      std::vector<char*> argv;
+      for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    for (int i = 0; i < 3000; ++i) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return absl::InternalError("dadi-blockd exited at start: " + Log());
+      }
+      if (Connectable()) return absl::OkStatus();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return absl::DeadlineExceededError("dadi-blockd did not listen: " + Log());
+  }
+
+  // SIGTERM and wait (a minute at most, then SIGKILL); the exit status.
+  int Stop() {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    for (int i = 0; i < 6000; ++i) {
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    Kill();
+    return -1;
+  }
+
+  void Kill() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+  std::unique_ptr<pb::Blockd::Stub> Connect() const {
+    return pb::Blockd::NewStub(
+        grpc::CreateChannel("unix:" + socket(), grpc::InsecureChannelCredentials()));
+  }
+  std::string Log() const { return ReadWhole(dir_ + "/blockd.log"); }
+
+ private:
+  bool Connectable() const {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::string path = socket();
+    std::memcpy(sa.sun_path, path.c_str(), std::min(path.size() + 1, sizeof(sa.sun_path) - 1));
+    bool ok = ::connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof(sa)) == 0;
+    ::close(fd);
+    return ok;
+  }
+
+  std::string dir_;
+  pid_t pid_ = -1;
+};
+
+class BlockdDaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+    if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
+    if (::access("/dev/loop-control", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/loop-control";
+    for (const char* tool : {"mkfs.ext4", "debugfs", "docker-registry"}) {
+      if (!HaveTool(tool)) GTEST_SKIP() << tool << " not installed";
+    }
+    fs::create_directories(scratch_.Join("registry"));
+    auto registry = testing::TestRegistry::Start(scratch_.Join("registry"), {});
+    ASSERT_TRUE(registry.ok()) << registry.status();
+    registry_ = std::move(*registry);
+    repository_ = registry_->host() + "/library/app";
+    RegistryConfig config;
+    config.hosts[registry_->host()].plain_http = true;
+    client_ = std::make_unique<RegistryClient>(config);
+    daemon_ = std::make_unique<Daemon>(scratch_.path());
+  }
+
+  void TearDown() override {
+    daemon_.reset();  // kills, unmounts what is left
+    for (const std::string& m : MountsUnder(scratch_.path() + "/")) {
+      ADD_FAILURE() << "left mounted: " << m;
+      ::umount2(m.c_str(), MNT_DETACH);
+    }
+    registry_.reset();
+  }
+
+  std::string Config(const std::string& extra = "") const {
+    return absl::StrCat("readahead_bytes = 0\n", extra, "[registry]\nmax_attempts = 2\n",
+                        "initial_backoff_ms = 10\nmax_backoff_ms = 20\n",
+                        "connect_timeout_ms = 2000\nrequest_timeout_ms = 10000\n",
+                        "[registry.hosts.\"", registry_->host(), "\"]\nplain_http = true\n");
+  }
+
+  void Push(const Blob& blob) {
+    auto repo = ParseReference(repository_);
+    ASSERT_TRUE(repo.ok());
+    auto file = OpenLocalFile(blob.path);
+    ASSERT_TRUE(file.ok());
+    auto pushed = client_->PushBlob(*repo, blob.digest, **file);
+    ASSERT_TRUE(pushed.ok()) << pushed.status();
+  }
+
+  // An image of `files`, as a one-layer blob pushed to the registry.
+  void MakeImage(const std::string& name, const std::map<std::string, std::string>& files,
+                 std::string* image, Blob* blob) {
+    const std::string path = scratch_.Join(name + ".img");
+    ASSERT_NO_FATAL_FAILURE(MakeExt4(scratch_.path(), files, path));
+    *image = ReadWhole(path);
+    ASSERT_EQ(image->size(), kImageSize);
+    ASSERT_NO_FATAL_FAILURE(MakeLayerBlob(scratch_.path(), name, *image, nullptr, blob));
+    ASSERT_NO_FATAL_FAILURE(Push(*blob));
+  }
+
+  void AddLayer(pb::AttachRequest* req, const Blob& blob) const {
+    pb::Layer* l = req->add_layers();
+    l->set_digest(blob.digest);
+    l->set_size(blob.size);
+    l->set_repository(repository_);
+  }
+
+  void ExpectFiles(const std::string& mount, const std::map<std::string, std::string>& files) {
+    for (const auto& [name, data] : files) {
+      std::string got = ReadWhole(mount + "/" + name);
+      EXPECT_TRUE(got == data) << name << ": " << got.size() << " bytes, want " << data.size();
+    }
+  }
+
+  testing::ScratchDir scratch_{"dadi-blockd"};
+  std::unique_ptr<testing::TestRegistry> registry_;
+  std::unique_ptr<RegistryClient> client_;
+  std::string repository_;
+  std::unique_ptr<Daemon> daemon_;
+};
+
+TEST_F(BlockdDaemonTest, AttachReadStatPrefetchAttachAgainDetachTwice) {
+  const std::map<std::string, std::string> files = {{"etc/hello.txt", "hello from dadi-blockd\n"},
+                                                    {"data/random.bin", RandomData(1 << 20, 1)},
+                                                    {"data/odd", RandomData(100'003, 2)}};
+  std::string image;
+  Blob blob;
+  ASSERT_NO_FATAL_FAILURE(MakeImage("one", files, &image, &blob));
+  ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
+  struct stat st;
+  ASSERT_EQ(::stat(daemon_->socket().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat(fs::path(daemon_->socket()).parent_path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  auto stub = daemon_->Connect();
+
+  pb::AttachRequest req;
+  AddLayer(&req, blob);
+  pb::AttachResponse resp;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->Attach(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << daemon_->Log();
+  }
+  // The default id is the chain id of the digests: for one layer, its digest's hex.
+  EXPECT_EQ(resp.id(), blob.digest.substr(7));
+  EXPECT_TRUE(absl::StartsWith(resp.device_path(), "/dev/loop")) << resp.device_path();
+  EXPECT_EQ(resp.virtual_size(), kImageSize);
+  EXPECT_EQ(resp.refcount(), 1u);
+  EXPECT_EQ(MountsUnder(resp.mount_point()).size(), 1u);
+  ExpectFiles(resp.mount_point(), files);
+
+  pb::StatRequest stat_req;
+  stat_req.set_id(resp.id());
+  pb::StatResponse stat1;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Stat(&ctx, stat_req, &stat1).ok());
+  }
+  EXPECT_GT(stat1.bytes_read(), 1u << 20);
+  EXPECT_GT(stat1.bytes_fetched(), 0u);
+  EXPECT_GT(stat1.cache_misses(), 0u);
+  EXPECT_EQ(stat1.open_layers(), 1u);
+  EXPECT_EQ(stat1.refcount(), 1u);
+  EXPECT_EQ(stat1.read_errors(), 0u);
+  EXPECT_EQ(stat1.attachment().layers_size(), 1);
+
+  // Prefetching the whole layer reads every byte of its blob.
+  {
+    pb::PrefetchRequest pre;
+    pre.set_id(resp.id());
+    pre.add_layer_digests(blob.digest);
+    pb::Range* r = pre.add_ranges();
+    r->set_offset(0);
+    r->set_length(kImageSize);
+    pre.set_wait(true);
+    pb::PrefetchResponse pre_resp;
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->Prefetch(&ctx, pre, &pre_resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(pre_resp.bytes_requested(), blob.size + kImageSize);
+    EXPECT_EQ(pre_resp.bytes_done(), blob.size + kImageSize);
+    pb::PrefetchRequest bad = pre;
+    bad.clear_ranges();
+    bad.set_layer_digests(0, "sha256:" + std::string(64, '0'));
+    grpc::ClientContext ctx2;
+    EXPECT_EQ(stub->Prefetch(&ctx2, bad, &pre_resp).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  pb::StatResponse stat2;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Stat(&ctx, stat_req, &stat2).ok());
+  }
+  EXPECT_GE(stat2.bytes_fetched(), stat1.bytes_fetched());
+  EXPECT_GT(stat2.cache_hits() + stat2.cache_misses(), stat1.cache_hits() + stat1.cache_misses());
+
+  // Attach again: same device, one more reference.
+  pb::AttachResponse again;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Attach(&ctx, req, &again).ok());
+  }
+  EXPECT_EQ(again.id(), resp.id());
+  EXPECT_EQ(again.device_path(), resp.device_path());
+  EXPECT_EQ(again.mount_point(), resp.mount_point());
+  EXPECT_EQ(again.refcount(), 2u);
+  {
+    pb::ListResponse list;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->List(&ctx, pb::ListRequest(), &list).ok());
+    ASSERT_EQ(list.attachments_size(), 1);
+    EXPECT_EQ(list.attachments(0).id(), resp.id());
+    EXPECT_EQ(list.attachments(0).refcount(), 2u);
+    EXPECT_EQ(list.attachments(0).layers(0).digest(), blob.digest);
+  }
+
+  pb::DetachRequest det;
+  det.set_id(resp.id());
+  pb::DetachResponse det_resp;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Detach(&ctx, det, &det_resp).ok());
+    EXPECT_EQ(det_resp.refcount(), 1u);
+  }
+  ExpectFiles(resp.mount_point(), files);  // still attached
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Detach(&ctx, det, &det_resp).ok());
+    EXPECT_EQ(det_resp.refcount(), 0u);
+  }
+  EXPECT_TRUE(MountsUnder(resp.mount_point()).empty());
+  EXPECT_TRUE(Eventually([&] { return LoopsUnder(scratch_.path()).empty(); }));
+  {
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub->Detach(&ctx, det, &det_resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub->Stat(&ctx, stat_req, &stat2).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
+  EXPECT_TRUE(MountsUnder(scratch_.path() + "/").empty());
+  EXPECT_NE(::access(daemon_->socket().c_str(), F_OK), 0);
+}
+
+TEST_F(BlockdDaemonTest, TwoLayerStackOverwritesAndDeletesFilesAndSharesTheBase) {
+  const std::map<std::string, std::string> base_files = {{"a", "version one of a\n"},
+                                                         {"keep", RandomData(300'000, 3)},
+                                                         {"gone", RandomData(50'000, 4)}};
+  std::string base_image;
+  Blob base;
+  ASSERT_NO_FATAL_FAILURE(MakeImage("base", base_files, &base_image, &base));
+
+  // Layer 2: the same file system changed with debugfs: a rewritten, gone removed, new added.
+  const std::string upper_path = scratch_.Join("upper.img");
+  fs::copy_file(scratch_.Join("base.img"), upper_path);
+  const std::string new_a = RandomData(200'000, 5), new_file = "a new file\n";
+  WriteFile(scratch_.Join("new_a"), new_a);
+  WriteFile(scratch_.Join("new_file"), new_file);
+  WriteFile(scratch_.Join("debugfs.cmd"),
+            absl::StrCat("rm /a\nwrite ", scratch_.Join("new_a"), " a\nrm /gone\nwrite ",
+                         scratch_.Join("new_file"), " new\n"));
+  ASSERT_TRUE(testing::RunCommand({"debugfs", "-w", "-f", scratch_.Join("debugfs.cmd"), upper_path},
+                                  scratch_.Join("debugfs.log"))
+                  .ok())
+      << ReadWhole(scratch_.Join("debugfs.log"));
+  const std::string upper_image = ReadWhole(upper_path);
+  Blob upper;
+  ASSERT_NO_FATAL_FAILURE(
+      MakeLayerBlob(scratch_.path(), "upper", upper_image, &base_image, &upper));
+  ASSERT_NO_FATAL_FAILURE(Push(upper));
+  ASSERT_LT(upper.size, base.size);  // a diff, not a copy
+
+  ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
+  auto stub = daemon_->Connect();
+
+  // Both images attached at once, in parallel; they share the base layer.
+  pb::AttachRequest two, one;
+  AddLayer(&two, base);
+  AddLayer(&two, upper);
+  two.set_id("two-layers");
+  AddLayer(&one, base);
+  one.set_id("base-only");
+  pb::AttachResponse two_resp, one_resp;
+  grpc::Status two_status, one_status;
+  {
+    std::thread t([&] {
+      grpc::ClientContext ctx;
+      two_status = stub->Attach(&ctx, two, &two_resp);
+    });
+    grpc::ClientContext ctx;
+    one_status = stub->Attach(&ctx, one, &one_resp);
+    t.join();
+  }
+  ASSERT_TRUE(two_status.ok()) << two_status.error_message() << daemon_->Log();
+  ASSERT_TRUE(one_status.ok()) << one_status.error_message() << daemon_->Log();
+  EXPECT_NE(two_resp.device_path(), one_resp.device_path());
+
+  ExpectFiles(two_resp.mount_point(),
+              {{"a", new_a}, {"keep", base_files.at("keep")}, {"new", new_file}});
+  EXPECT_FALSE(fs::exists(two_resp.mount_point() + "/gone"));
+  ExpectFiles(one_resp.mount_point(), base_files);
+  EXPECT_FALSE(fs::exists(one_resp.mount_point() + "/new"));
+  {
+    pb::StatRequest sr;
+    sr.set_id("two-layers");
+    pb::StatResponse stat;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Stat(&ctx, sr, &stat).ok());
+    EXPECT_EQ(stat.open_layers(), 2u);
+  }
+
+  // The same id with other layers is refused; so are bad requests, and they leave nothing.
+  {
+    pb::AttachResponse r;
+    grpc::ClientContext ctx;
+    pb::AttachRequest other = one;
+    other.set_id("two-layers");
+    EXPECT_EQ(stub->Attach(&ctx, other, &r).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  {
+    pb::AttachResponse r;
+    grpc::ClientContext ctx;
+    pb::AttachRequest bad = one;
+    bad.set_id("bad-digest");
+    bad.mutable_layers(0)->set_digest("sha256:1234");
+    EXPECT_EQ(stub->Attach(&ctx, bad, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    pb::AttachResponse r;
+    grpc::ClientContext ctx;
+    pb::AttachRequest bad = one;
+    bad.set_id("bad-option");
+    (*bad.mutable_options())["colour"] = "blue";
+    EXPECT_EQ(stub->Attach(&ctx, bad, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    pb::AttachResponse r;
+    grpc::ClientContext ctx;
+    pb::AttachRequest missing = one;
+    missing.set_id("missing-blob");
+    missing.mutable_layers(0)->set_digest(Sha256Digest("not pushed"));
+    grpc::Status s = stub->Attach(&ctx, missing, &r);
+    EXPECT_FALSE(s.ok());
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  }
+  {
+    pb::ListResponse list;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->List(&ctx, pb::ListRequest(), &list).ok());
+    ASSERT_EQ(list.attachments_size(), 2);
+    EXPECT_EQ(list.attachments(0).id(), "base-only");
+    EXPECT_EQ(list.attachments(1).id(), "two-layers");
+  }
+  for (const char* id : {"two-layers", "base-only"}) {
+    pb::DetachRequest det;
+    det.set_id(id);
+    pb::DetachResponse r;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(stub->Detach(&ctx, det, &r).ok()) << id;
+  }
+  EXPECT_TRUE(Eventually([&] { return LoopsUnder(scratch_.path()).empty(); }));
+  EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
+}
+
+TEST_F(BlockdDaemonTest, RegistryGoneAfterAttachGivesEioNeverWrongBytes) {
+  const std::string small = "small file read before the registry goes\n";
+  const std::string big = RandomData(8 << 20, 6);  // incompressible: 8 MiB of the blob
+  std::string image;
+  Blob blob;
+  ASSERT_NO_FATAL_FAILURE(MakeImage("eio", {{"small", small}, {"big", big}}, &image, &blob));
+  ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
+  auto stub = daemon_->Connect();
+  pb::AttachRequest req;
+  AddLayer(&req, blob);
+  pb::AttachResponse resp;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->Attach(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message() << daemon_->Log();
+  }
+  EXPECT_EQ(ReadWhole(resp.mount_point() + "/small"), small);
+
+  registry_.reset();  // killed: every fetch from now on fails
+
+  int fd = ::open((resp.mount_point() + "/big").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  std::string buf(1 << 20, '\0');
+  uint64_t off = 0;
+  int err = 0;
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      err = errno;
+      break;
+    }
+    if (n == 0) break;
+    // What does arrive is right.
+    ASSERT_EQ(absl::string_view(buf.data(), static_cast<size_t>(n)),
+              absl::string_view(big.data() + off, static_cast<size_t>(n)))
+        << "at " << off;
+    off += static_cast<uint64_t>(n);
+  }
+  ::close(fd);
+  EXPECT_EQ(err, EIO) << "read " << off << " of " << big.size() << " bytes: " << std::strerror(err);
+  EXPECT_LT(off, big.size());
+  {
+    pb::StatRequest sr;
+    sr.set_id(resp.id());
+    pb::StatResponse stat;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Stat(&ctx, sr, &stat).ok());
+    EXPECT_GT(stat.read_errors(), 0u);
+  }
+  {
+    pb::DetachRequest det;
+    det.set_id(resp.id());
+    det.set_force(true);
+    pb::DetachResponse r;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(stub->Detach(&ctx, det, &r).ok());
+  }
+  EXPECT_TRUE(Eventually([&] { return LoopsUnder(scratch_.path()).empty(); }));
+  EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
+}
+
+TEST_F(BlockdDaemonTest, SigtermDetachesEverything) {
+  std::string image;
+  Blob blob;
+  ASSERT_NO_FATAL_FAILURE(MakeImage("term", {{"f", "file\n"}}, &image, &blob));
+  ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
+  auto stub = daemon_->Connect();
+  std::vector<std::string> mounts;
+  for (const char* id : {"img-1", "img-2", "img-3"}) {
+    pb::AttachRequest req;
+    AddLayer(&req, blob);
+    req.set_id(id);
+    pb::AttachResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->Attach(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message() << daemon_->Log();
+    EXPECT_EQ(ReadWhole(resp.mount_point() + "/f"), "file\n");
+    mounts.push_back(resp.mount_point());
+  }
+  EXPECT_EQ(LoopsUnder(scratch_.path()).size(), 3u);
+  EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
+  EXPECT_TRUE(MountsUnder(scratch_.path() + "/").empty());
+  EXPECT_TRUE(Eventually([&] { return LoopsUnder(scratch_.path()).empty(); }));
+  EXPECT_NE(::access(daemon_->socket().c_str(), F_OK), 0);
+}
+
+}  // namespace
+}  // namespace dadi::blockstore
