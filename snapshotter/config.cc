@@ -47,6 +47,8 @@ absl::Status ApplyConfigToml(absl::string_view toml_text, absl::string_view sour
       field = &config->address;
     } else if (key == "log_level") {
       field = &config->log_level;
+    } else if (key == "blockd_address") {
+      field = &config->blockd_address;
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat(source, ": unknown key \"", std::string(key.str()), "\""));
@@ -63,7 +65,7 @@ absl::Status ApplyConfigToml(absl::string_view toml_text, absl::string_view sour
 
 absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) {
   CLI::App app{"dadi-snapshotter: containerd snapshotter (proxy plugin) of dadi"};
-  std::optional<std::string> config_path, root, address, log_level;
+  std::optional<std::string> config_path, root, address, log_level, blockd_address;
   app.add_option(
       "--config", config_path,
       absl::StrCat("TOML configuration file (default ", kDefaultConfigPath, ", if present)"));
@@ -71,6 +73,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   app.add_option("--address", address, "gRPC unix socket (key address)");
   app.add_option("--log-level", log_level,
                  "trace, debug, info, warn, error, critical or off (key log_level)");
+  app.add_option("--blockd-address", blockd_address,
+                 "dadi-blockd's unix socket; empty disables remote layers (key blockd_address)");
   app.set_version_flag("--version", "dadi-snapshotter 0.1.0");
 
   CommandLine out;
@@ -95,6 +99,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   if (root) out.config.root = *root;
   if (address) out.config.address = *address;
   if (log_level) out.config.log_level = *log_level;
+  if (blockd_address) out.config.blockd_address = *blockd_address;
   if (absl::Status s = CheckLogLevel(out.config.log_level, "--log-level"); !s.ok()) return s;
   if (out.config.root.empty() || out.config.root[0] != '/') {
     return absl::InvalidArgumentError(
@@ -103,6 +108,10 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   if (out.config.address.empty() || out.config.address[0] != '/') {
     return absl::InvalidArgumentError(
         absl::StrCat("address \"", out.config.address, "\" must be an absolute socket path"));
+  }
+  if (!out.config.blockd_address.empty() && out.config.blockd_address[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat("blockd_address \"", out.config.blockd_address,
+                                                   "\" must be an absolute socket path, or empty"));
   }
   return out;
 }

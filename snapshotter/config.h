@@ -4,10 +4,11 @@
 //   root = "/var/lib/dadi/snapshotter"     # state: metadata.db, snapshots/, staging/
 //   address = "/run/dadi/snapshotter.sock" # gRPC unix socket for containerd (0600, dir 0700)
 //   log_level = "info"                     # trace, debug, info, warn, error, critical, off
+//   blockd_address = "/run/dadi/blockd.sock" # dadi-blockd's socket; "" = no remote layers
 //
-// Flags: --config FILE, --root DIR, --address SOCKET, --log-level LEVEL. Without --config the
-// default file is read if it exists; a file named by --config must exist. Unknown keys are
-// errors, so that a misspelt key does not pass silently.
+// Flags: --config FILE, --root DIR, --address SOCKET, --log-level LEVEL, --blockd-address. Without
+// --config the default file is read if it exists; a file named by --config must exist. Unknown keys
+// are errors, so that a misspelt key does not pass silently.
 #pragma once
 
 #include <optional>
@@ -24,6 +25,9 @@ struct Config {
   std::string root = "/var/lib/dadi/snapshotter";
   std::string address = "/run/dadi/snapshotter.sock";
   std::string log_level = "info";
+  // dadi-blockd's gRPC socket. Empty disables remote (overlaybd) layers: they are then
+  // prepared like ordinary layers, i.e. containerd downloads and unpacks them.
+  std::string blockd_address = "/run/dadi/blockd.sock";
 };
 
 // Applies the keys of a TOML document to `config`. `source` names it in errors.

@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "snapshotter/blockd_attacher.h"
 #include "snapshotter/config.h"
 #include "snapshotter/fs_util.h"
 #include "snapshotter/service.h"
@@ -96,7 +97,11 @@ int Run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  auto snapshotter = Snapshotter::Open(config.root);
+  std::shared_ptr<BlockAttacher> attacher;
+  if (!config.blockd_address.empty()) {
+    attacher = std::make_shared<BlockdAttacher>(config.blockd_address);
+  }
+  auto snapshotter = Snapshotter::Open(config.root, attacher);
   if (!snapshotter.ok()) {
     spdlog::critical("opening {}: {}", config.root, snapshotter.status().ToString());
     return 1;
@@ -125,7 +130,10 @@ int Run(int argc, char** argv) {
     server->Shutdown();
     return 1;
   }
-  spdlog::info("dadi-snapshotter serving on {} (root {})", config.address, config.root);
+  spdlog::info("dadi-snapshotter serving on {} (root {}, {})", config.address, config.root,
+               config.blockd_address.empty()
+                   ? std::string("remote layers disabled")
+                   : absl::StrCat("remote layers through dadi-blockd at ", config.blockd_address));
 
   std::thread stopper([&] {
     int sig = 0;

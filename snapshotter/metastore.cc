@@ -11,7 +11,9 @@
 namespace dadi::snapshotter {
 namespace {
 
-constexpr int64_t kSchemaVersion = 1;  // PRAGMA user_version, set by kSchema
+// PRAGMA user_version, set by kSchema. 2 added remote_layers and attachments; a version 1
+// database is upgraded in place (the new tables start empty).
+constexpr int64_t kSchemaVersion = 2;
 
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -31,7 +33,21 @@ CREATE TABLE IF NOT EXISTS labels (
   value TEXT NOT NULL,
   PRIMARY KEY (snapshot_id, key)
 ) WITHOUT ROWID;
-PRAGMA user_version = 1;
+-- Committed snapshots that are overlaybd layers served by dadi-blockd (their fs dir is empty).
+CREATE TABLE IF NOT EXISTS remote_layers (
+  snapshot_id INTEGER PRIMARY KEY REFERENCES snapshots(id) ON DELETE CASCADE,
+  digest TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  repository TEXT NOT NULL
+);
+-- Active snapshots and views on a chain with remote layers: which remote snapshot (the top
+-- of the remote stack) they need attached.
+CREATE TABLE IF NOT EXISTS attachments (
+  snapshot_id INTEGER PRIMARY KEY REFERENCES snapshots(id) ON DELETE CASCADE,
+  remote_top_id INTEGER NOT NULL REFERENCES snapshots(id)
+);
+CREATE INDEX IF NOT EXISTS attachments_top ON attachments(remote_top_id);
+PRAGMA user_version = 2;
 )sql";
 
 constexpr char kSelect[] =
@@ -147,12 +163,82 @@ absl::Status MetaStore::WriteLabelsLocked(int64_t id, const Labels& labels) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::optional<RemoteLayer>> MetaStore::RemoteLocked(int64_t id) {
+  auto st = db_.Prepare("SELECT digest, size, repository FROM remote_layers WHERE snapshot_id = ?");
+  if (!st.ok()) return st.status();
+  st->Bind(1, id);
+  auto row = st->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return std::optional<RemoteLayer>();
+  RemoteLayer l;
+  l.digest = st->ColumnText(0);
+  l.size = static_cast<uint64_t>(st->ColumnInt(1));
+  l.repository = st->ColumnText(2);
+  return std::optional<RemoteLayer>(std::move(l));
+}
+
+absl::StatusOr<std::string> MetaStore::NameLocked(int64_t id) {
+  auto st = db_.Prepare("SELECT name FROM snapshots WHERE id = ?");
+  if (!st.ok()) return st.status();
+  st->Bind(1, id);
+  auto row = st->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return absl::NotFoundError(absl::StrCat("snapshot id ", id, " does not exist"));
+  return st->ColumnText(0);
+}
+
+absl::Status MetaStore::FillChainLocked(SnapshotRecord* rec) {
+  rec->parent_ids.clear();
+  rec->parent_remotes.clear();
+  if (rec->parent_id != 0) {
+    auto chain = ParentIdsLocked(rec->id);
+    if (!chain.ok()) return chain.status();
+    rec->parent_ids = *std::move(chain);
+  }
+  auto own = RemoteLocked(rec->id);
+  if (!own.ok()) return own.status();
+  rec->remote = *std::move(own);
+  for (int64_t pid : rec->parent_ids) {
+    auto r = RemoteLocked(pid);
+    if (!r.ok()) return r.status();
+    rec->parent_remotes.push_back(*std::move(r));
+  }
+  rec->remote_top_name.clear();
+  if (const int64_t top = rec->RemoteTopId(); top != 0) {
+    auto name = NameLocked(top);
+    if (!name.ok()) return name.status();
+    rec->remote_top_name = *std::move(name);
+  }
+  return absl::OkStatus();
+}
+
+int64_t SnapshotRecord::RemoteTopId() const {
+  for (size_t i = 0; i < parent_ids.size() && i < parent_remotes.size(); ++i) {
+    if (parent_remotes[i].has_value()) return parent_ids[i];
+  }
+  return 0;
+}
+
 absl::StatusOr<SnapshotRecord> MetaStore::Create(
     Kind kind, const std::string& key, const std::string& parent, const Labels& labels,
     absl::Time now, absl::FunctionRef<absl::Status(int64_t id, int64_t parent_id)> place) {
   if (kind != Kind::kActive && kind != Kind::kView) {
     return absl::InvalidArgumentError("only active snapshots and views can be created");
   }
+  return CreateRow(kind, key, parent, labels, nullptr, now, place);
+}
+
+absl::StatusOr<SnapshotRecord> MetaStore::CreateRemote(
+    const std::string& name, const std::string& parent, const Labels& labels,
+    const RemoteLayer& layer, absl::Time now,
+    absl::FunctionRef<absl::Status(int64_t id, int64_t parent_id)> place) {
+  return CreateRow(Kind::kCommitted, name, parent, labels, &layer, now, place);
+}
+
+absl::StatusOr<SnapshotRecord> MetaStore::CreateRow(
+    Kind kind, const std::string& key, const std::string& parent, const Labels& labels,
+    const RemoteLayer* remote, absl::Time now,
+    absl::FunctionRef<absl::Status(int64_t id, int64_t parent_id)> place) {
   std::lock_guard lock(mu_);
   auto txn = sqlite::Transaction::Begin(&db_);
   if (!txn.ok()) return txn.status();
@@ -169,6 +255,15 @@ absl::StatusOr<SnapshotRecord> MetaStore::Create(
     if (p->info.kind != Kind::kCommitted) {
       return absl::InvalidArgumentError(
           absl::StrCat("parent \"", parent, "\" is not a committed snapshot"));
+    }
+    if (remote != nullptr) {
+      // A block device holds the whole file system: remote layers stack on remote layers only.
+      auto pr = RemoteLocked(p->id);
+      if (!pr.ok()) return pr.status();
+      if (!pr->has_value()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "parent \"", parent, "\" is not a remote layer; a remote layer cannot go on it"));
+      }
     }
     rec.parent_id = p->id;
   }
@@ -193,10 +288,21 @@ absl::StatusOr<SnapshotRecord> MetaStore::Create(
   if (absl::Status s = ins->Run(); !s.ok()) return s;
   rec.id = db_.LastInsertRowId();
   if (absl::Status s = WriteLabelsLocked(rec.id, labels); !s.ok()) return s;
-  if (rec.parent_id != 0) {
-    auto chain = ParentIdsLocked(rec.id);
-    if (!chain.ok()) return chain.status();
-    rec.parent_ids = *std::move(chain);
+  if (remote != nullptr) {
+    auto rl = db_.Prepare(
+        "INSERT INTO remote_layers (snapshot_id, digest, size, repository) VALUES (?, ?, ?, ?)");
+    if (!rl.ok()) return rl.status();
+    rl->Bind(1, rec.id)
+        .Bind(2, remote->digest)
+        .Bind(3, static_cast<int64_t>(remote->size))
+        .Bind(4, remote->repository);
+    if (absl::Status s = rl->Run(); !s.ok()) return s;
+  }
+  if (absl::Status s = FillChainLocked(&rec); !s.ok()) return s;
+  if (const int64_t top = rec.RemoteTopId(); top != 0 && kind != Kind::kCommitted) {
+    auto at = db_.Prepare("INSERT INTO attachments (snapshot_id, remote_top_id) VALUES (?, ?)");
+    if (!at.ok()) return at.status();
+    if (absl::Status s = at->Bind(1, rec.id).Bind(2, top).Run(); !s.ok()) return s;
   }
   if (absl::Status s = place(rec.id, rec.parent_id); !s.ok()) return s;
   if (absl::Status s = txn->Commit(); !s.ok()) return s;
@@ -209,6 +315,16 @@ absl::StatusOr<SnapshotRecord> MetaStore::Create(
   return rec;
 }
 
+absl::StatusOr<int64_t> MetaStore::Users(int64_t remote_top_id) {
+  std::lock_guard lock(mu_);
+  auto st = db_.Prepare("SELECT COUNT(*) FROM attachments WHERE remote_top_id = ?");
+  if (!st.ok()) return st.status();
+  st->Bind(1, remote_top_id);
+  auto row = st->Step();
+  if (!row.ok()) return row.status();
+  return *row ? st->ColumnInt(0) : 0;
+}
+
 absl::StatusOr<SnapshotRecord> MetaStore::Get(const std::string& key) {
   std::lock_guard lock(mu_);
   return GetLocked(key, true);
@@ -218,11 +334,7 @@ absl::StatusOr<SnapshotRecord> MetaStore::GetWithParents(const std::string& key)
   std::lock_guard lock(mu_);
   auto rec = GetLocked(key, false);
   if (!rec.ok()) return rec.status();
-  if (rec->parent_id != 0) {
-    auto chain = ParentIdsLocked(rec->id);
-    if (!chain.ok()) return chain.status();
-    rec->parent_ids = *std::move(chain);
-  }
+  if (absl::Status s = FillChainLocked(&*rec); !s.ok()) return s;
   return rec;
 }
 
@@ -277,10 +389,14 @@ absl::Status MetaStore::Commit(const std::string& key, const std::string& name, 
       .Bind(7, id);
   if (absl::Status s = up->Run(); !s.ok()) return s;
   if (absl::Status s = WriteLabelsLocked(id, labels); !s.ok()) return s;
+  // A committed snapshot is no user of a block device (its children are).
+  auto at = db_.Prepare("DELETE FROM attachments WHERE snapshot_id = ?");
+  if (!at.ok()) return at.status();
+  if (absl::Status s = at->Bind(1, id).Run(); !s.ok()) return s;
   return txn->Commit();
 }
 
-absl::StatusOr<int64_t> MetaStore::Remove(const std::string& key) {
+absl::StatusOr<MetaStore::Removed> MetaStore::Remove(const std::string& key) {
   std::lock_guard lock(mu_);
   auto txn = sqlite::Transaction::Begin(&db_);
   if (!txn.ok()) return txn.status();
@@ -295,11 +411,24 @@ absl::StatusOr<int64_t> MetaStore::Remove(const std::string& key) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot remove snapshot \"", key, "\": it has a child, \"", child->ColumnText(0), "\""));
   }
+  Removed removed;
+  removed.id = rec->id;
+  auto top = db_.Prepare("SELECT remote_top_id FROM attachments WHERE snapshot_id = ?");
+  if (!top.ok()) return top.status();
+  top->Bind(1, rec->id);
+  auto has_top = top->Step();
+  if (!has_top.ok()) return has_top.status();
+  if (*has_top) {
+    removed.remote_top_id = top->ColumnInt(0);
+    auto name = NameLocked(removed.remote_top_id);
+    if (!name.ok()) return name.status();
+    removed.remote_top_name = *std::move(name);
+  }
   auto del = db_.Prepare("DELETE FROM snapshots WHERE id = ?");
   if (!del.ok()) return del.status();
   if (absl::Status s = del->Bind(1, rec->id).Run(); !s.ok()) return s;
   if (absl::Status s = txn->Commit(); !s.ok()) return s;
-  return rec->id;
+  return removed;
 }
 
 absl::StatusOr<Info> MetaStore::Update(const Info& info, const std::vector<std::string>& paths,

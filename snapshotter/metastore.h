@@ -10,12 +10,14 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "snapshotter/block_attacher.h"
 #include "snapshotter/sqlite.h"
 #include "snapshotter/types.h"
 
@@ -27,6 +29,15 @@ struct SnapshotRecord {
   Info info;
   Usage usage;                      // recorded at commit; zero for active snapshots and views
   std::vector<int64_t> parent_ids;  // filled by Create and GetWithParents: nearest first
+  // Filled with parent_ids: whether this snapshot / each parent is a remote layer, and its
+  // facts.
+  std::optional<RemoteLayer> remote;
+  std::vector<std::optional<RemoteLayer>> parent_remotes;
+
+  std::string remote_top_name;  // name of the parent RemoteTopId() names
+
+  // Id of the nearest remote parent (the top of the remote stack below), 0 if none.
+  int64_t RemoteTopId() const;
 };
 
 class MetaStore {
@@ -41,6 +52,16 @@ class MetaStore {
       Kind kind, const std::string& key, const std::string& parent, const Labels& labels,
       absl::Time now, absl::FunctionRef<absl::Status(int64_t id, int64_t parent_id)> place);
 
+  // Adds the committed snapshot `name` of a remote layer on `parent` ("" or another remote
+  // layer, else FAILED_PRECONDITION), recording `layer`. Otherwise as Create.
+  absl::StatusOr<SnapshotRecord> CreateRemote(
+      const std::string& name, const std::string& parent, const Labels& labels,
+      const RemoteLayer& layer, absl::Time now,
+      absl::FunctionRef<absl::Status(int64_t id, int64_t parent_id)> place);
+
+  // Active snapshots and views that need the remote snapshot `remote_top_id` attached.
+  absl::StatusOr<int64_t> Users(int64_t remote_top_id);
+
   // NOT_FOUND if no snapshot has that key or name.
   absl::StatusOr<SnapshotRecord> Get(const std::string& key);
   absl::StatusOr<SnapshotRecord> GetWithParents(const std::string& key);
@@ -54,8 +75,13 @@ class MetaStore {
   absl::Status Commit(const std::string& key, const std::string& name, int64_t id,
                       const Labels& labels, const Usage& usage, absl::Time now);
 
-  // Deletes `key`; returns its id. NOT_FOUND, or FAILED_PRECONDITION if it has children.
-  absl::StatusOr<int64_t> Remove(const std::string& key);
+  struct Removed {
+    int64_t id = 0;             // the snapshot's id
+    int64_t remote_top_id = 0;  // the remote snapshot it needed attached, 0 if none
+    std::string remote_top_name;
+  };
+  // Deletes `key`. NOT_FOUND, or FAILED_PRECONDITION if it has children.
+  absl::StatusOr<Removed> Remove(const std::string& key);
 
   // Applies `paths` ("labels", "labels.<key>"; none = "labels") of `info` to the snapshot
   // `info.name`. `validate` checks the resulting labels.
@@ -72,7 +98,15 @@ class MetaStore {
  private:
   explicit MetaStore(sqlite::Database db) : db_(std::move(db)) {}
 
+  absl::StatusOr<SnapshotRecord> CreateRow(
+      Kind kind, const std::string& key, const std::string& parent, const Labels& labels,
+      const RemoteLayer* remote, absl::Time now,
+      absl::FunctionRef<absl::Status(int64_t id, int64_t parent_id)> place);
   absl::StatusOr<SnapshotRecord> GetLocked(const std::string& key, bool with_labels);
+  absl::StatusOr<std::optional<RemoteLayer>> RemoteLocked(int64_t id);
+  absl::StatusOr<std::string> NameLocked(int64_t id);
+  // Fills parent_ids, remote and parent_remotes.
+  absl::Status FillChainLocked(SnapshotRecord* rec);
   absl::StatusOr<std::vector<int64_t>> ParentIdsLocked(int64_t id);
   absl::StatusOr<bool> ExistsLocked(const std::string& key);
   absl::Status WriteLabelsLocked(int64_t id, const Labels& labels);

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "snapshotter/fs_util.h"
 #include "snapshotter/mounts.h"
+#include "snapshotter/remote_labels.h"
 #include "spdlog/spdlog.h"
 
 namespace dadi::snapshotter {
@@ -66,7 +68,21 @@ std::string Snapshotter::SnapshotDir(int64_t id) const {
 
 std::string Snapshotter::FsDir(int64_t id) const { return SnapshotDir(id) + "/fs"; }
 
-absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const std::string& root_arg) {
+std::string Snapshotter::AttachId(const std::string& top_name, int64_t top_id) {
+  // blockd ids are 1..255 bytes of [A-Za-z0-9._-]. The top's name is the chain id of the
+  // stack's blobs ("sha256:<hex>"), so every container of one image shares one device.
+  std::string id = "snap-";
+  for (char c : top_name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    id.push_back(ok ? c : '-');
+  }
+  if (id.size() > 255) id = absl::StrCat("snap-id-", top_id);
+  return id;
+}
+
+absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(
+    const std::string& root_arg, std::shared_ptr<BlockAttacher> attacher) {
   std::string root = root_arg;
   while (root.size() > 1 && root.back() == '/') root.pop_back();
   if (root.empty() || root[0] != '/') {
@@ -90,6 +106,7 @@ absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const std::string
   if (!store.ok()) return store.status();
   std::unique_ptr<Snapshotter> s(new Snapshotter(root, *std::move(store)));
   s->lock_ = std::move(lock);
+  s->attacher_ = std::move(attacher);
   if (absl::Status st = s->Reconcile(); !st.ok()) return st;
   return s;
 }
@@ -149,21 +166,68 @@ absl::Status Snapshotter::Reconcile() {
   return RemoveUnowned(true, &report_.removed_dirs);
 }
 
-std::vector<Mount> Snapshotter::MountsFor(const SnapshotRecord& rec) const {
+std::shared_ptr<std::mutex> Snapshotter::AttachLock(int64_t top_id) {
+  std::lock_guard lock(attach_locks_mu_);
+  auto& mu = attach_locks_[top_id];
+  if (!mu) mu = std::make_shared<std::mutex>();
+  return mu;
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::MountsFor(const SnapshotRecord& rec) {
   MountSpec spec;
   spec.kind = rec.info.kind;
   spec.fs_dir = FsDir(rec.id);
   spec.work_dir = SnapshotDir(rec.id) + "/work";
-  for (int64_t pid : rec.parent_ids) spec.parent_fs_dirs.push_back(FsDir(pid));
+  std::vector<RemoteLayer> remote;  // nearest first while collecting
+  for (size_t i = 0; i < rec.parent_ids.size(); ++i) {
+    if (i < rec.parent_remotes.size() && rec.parent_remotes[i].has_value()) {
+      remote.push_back(*rec.parent_remotes[i]);
+    } else {
+      spec.parent_fs_dirs.push_back(FsDir(rec.parent_ids[i]));
+    }
+  }
+  if (const int64_t top_id = rec.RemoteTopId(); top_id != 0) {
+    if (attacher_ == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("snapshot \"", rec.info.name,
+                       "\" is on remote (overlaybd) layers, but remote layers are disabled "
+                       "(blockd_address is empty)"));
+    }
+    std::reverse(remote.begin(), remote.end());  // blockd takes the bottom first
+    std::shared_ptr<std::mutex> mu = AttachLock(top_id);
+    std::lock_guard lock(*mu);
+    auto mount_point = attacher_->Attach(AttachId(rec.remote_top_name, top_id), remote);
+    if (!mount_point.ok()) return mount_point.status();
+    // The stack is the lowest layer: the ordinary layers above it come first.
+    spec.parent_fs_dirs.push_back(*mount_point);
+  }
   return BuildMounts(spec);
 }
 
-absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::string& key,
-                                                       const std::string& parent,
-                                                       const Labels& labels) {
-  if (key.empty()) return absl::InvalidArgumentError("snapshot key is empty");
-  if (absl::Status st = ValidateLabels(labels); !st.ok()) return st;
+void Snapshotter::ReleaseIfUnused(int64_t top_id, const std::string& top_name) {
+  if (attacher_ == nullptr || top_id == 0) return;
+  std::shared_ptr<std::mutex> mu = AttachLock(top_id);
+  std::lock_guard lock(*mu);
+  auto users = store_->Users(top_id);
+  if (!users.ok()) {
+    spdlog::warn("counting users of remote snapshot {}: {}", top_id, users.status().ToString());
+    return;
+  }
+  if (*users > 0) return;
+  const std::string id = AttachId(top_name, top_id);
+  if (absl::Status st = attacher_->Detach(id); !st.ok()) {
+    // The snapshot is gone either way; the device is left to blockd (a later attach of the
+    // same stack reuses it).
+    spdlog::warn("detaching {}: {}", id, st.ToString());
+  } else {
+    spdlog::debug("detached {}: no snapshot uses it any more", id);
+  }
+}
 
+absl::StatusOr<SnapshotRecord> Snapshotter::Stage(
+    bool with_work, absl::FunctionRef<absl::StatusOr<SnapshotRecord>(
+                        absl::FunctionRef<absl::Status(int64_t id, int64_t parent_id)> place)>
+                        record) {
   std::string staged = root_ + "/staging/new-XXXXXX";
   if (::mkdtemp(staged.data()) == nullptr) return ErrnoStatus(errno, "mkdtemp " + staged);
   int64_t placed_id = 0;
@@ -173,42 +237,115 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::str
   };
   // Modes as containerd's overlayfs snapshotter gives them, whatever the umask.
   absl::Status made = MakeDir(staged + "/fs", 0755);
-  if (made.ok() && kind == Kind::kActive) made = MakeDir(staged + "/work", 0711);
+  if (made.ok() && with_work) made = MakeDir(staged + "/work", 0711);
   if (!made.ok()) {
     cleanup();
     return made;
   }
+  auto rec = record([&](int64_t id, int64_t parent_id) -> absl::Status {
+    if (parent_id != 0) {
+      // The upper dir takes the owner of the layer below, as containerd does for remapped
+      // user namespaces.
+      struct stat st;
+      if (::stat(FsDir(parent_id).c_str(), &st) == 0 &&
+          ::lchown((staged + "/fs").c_str(), st.st_uid, st.st_gid) != 0) {
+        return ErrnoStatus(errno, "chown " + staged + "/fs");
+      }
+    }
+    if (::rename(staged.c_str(), SnapshotDir(id).c_str()) != 0) {
+      return ErrnoStatus(errno, "rename " + staged);
+    }
+    placed_id = id;
+    // The rename must be on disk before the row that needs it is.
+    return SyncDir(root_ + "/snapshots");
+  });
+  if (!rec.ok()) cleanup();
+  return rec;
+}
 
-  auto rec = store_->Create(kind, key, parent, labels, absl::Now(),
-                            [&](int64_t id, int64_t parent_id) -> absl::Status {
-                              if (parent_id != 0) {
-                                // The upper dir takes the owner of the layer below, as
-                                // containerd does for remapped user namespaces.
-                                struct stat st;
-                                if (::stat(FsDir(parent_id).c_str(), &st) == 0 &&
-                                    ::lchown((staged + "/fs").c_str(), st.st_uid, st.st_gid) != 0) {
-                                  return ErrnoStatus(errno, "chown " + staged + "/fs");
-                                }
-                              }
-                              if (::rename(staged.c_str(), SnapshotDir(id).c_str()) != 0) {
-                                return ErrnoStatus(errno, "rename " + staged);
-                              }
-                              placed_id = id;
-                              // The rename must be on disk before the row that needs it is.
-                              return SyncDir(root_ + "/snapshots");
-                            });
-  if (!rec.ok()) {
-    cleanup();
-    return rec.status();
-  }
+absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::string& key,
+                                                       const std::string& parent,
+                                                       const Labels& labels) {
+  if (key.empty()) return absl::InvalidArgumentError("snapshot key is empty");
+  if (absl::Status st = ValidateLabels(labels); !st.ok()) return st;
+  auto rec = Stage(kind == Kind::kActive, [&](auto place) {
+    return store_->Create(kind, key, parent, labels, absl::Now(), place);
+  });
+  if (!rec.ok()) return rec.status();
   spdlog::debug("{} \"{}\" (id {}) on \"{}\"", kind == Kind::kActive ? "prepared" : "viewed", key,
                 rec->id, parent);
-  return MountsFor(*rec);
+  auto mounts = MountsFor(*rec);
+  if (!mounts.ok()) {
+    // Without its block device the snapshot is of no use: take it back, so that containerd
+    // can retry with the same key.
+    if (absl::Status st = Remove(key); !st.ok()) {
+      spdlog::warn("removing \"{}\" after a failed attach: {}", key, st.ToString());
+    }
+    return mounts.status();
+  }
+  return mounts;
+}
+
+std::optional<absl::Status> Snapshotter::PrepareRemote(const std::string& key,
+                                                       const std::string& parent,
+                                                       const Labels& labels) {
+  auto req = ParseRemoteLayerLabels(labels);
+  if (!req.ok()) {
+    spdlog::warn("prepare \"{}\": {}; preparing it as an ordinary layer", key,
+                 req.status().ToString());
+    return std::nullopt;
+  }
+  if (!req->has_value()) return std::nullopt;
+  const RemoteLayerRequest& r = **req;
+  if (r.layer.repository.empty()) {
+    spdlog::info(
+        "prepare \"{}\": overlaybd layer {} names no repository (labels {}, {}, {}); "
+        "containerd will download it",
+        key, r.layer.digest, kLabelCriImageRef, kLabelImageRef, kLabelDadiRepository);
+    return std::nullopt;
+  }
+  if (!parent.empty()) {
+    auto p = store_->GetWithParents(parent);
+    if (!p.ok()) {
+      if (absl::IsNotFound(p.status())) {
+        return absl::NotFoundError(absl::StrCat("parent snapshot \"", parent, "\" does not exist"));
+      }
+      return p.status();
+    }
+    // Only a stack of remote layers can be one block device; a remote layer above an
+    // ordinary one is unpacked like one.
+    if (!p->remote.has_value()) return std::nullopt;
+  }
+  Labels committed_labels = labels;
+  committed_labels[kLabelDadiRemote] = r.layer.repository;
+  if (absl::Status st = ValidateLabels(committed_labels); !st.ok()) return st;
+  auto rec = Stage(false, [&](auto place) {
+    return store_->CreateRemote(r.target, parent, committed_labels, r.layer, absl::Now(), place);
+  });
+  const absl::Status exists =
+      absl::AlreadyExistsError(absl::StrCat("target snapshot \"", r.target, "\": already exists"));
+  if (rec.ok()) {
+    spdlog::debug("committed remote layer \"{}\" (id {}, blob {} in {}) on \"{}\"", r.target,
+                  rec->id, r.layer.digest, r.layer.repository, parent);
+    return exists;
+  }
+  if (!absl::IsAlreadyExists(rec.status())) return rec.status();
+  // Prepared before (another namespace, a retried pull): containerd finds it by walking for
+  // a committed snapshot with this snapshot.ref and parent.
+  auto existing = store_->GetWithParents(r.target);
+  if (existing.ok() && existing->info.kind == Kind::kCommitted && existing->remote.has_value() &&
+      existing->info.parent == parent) {
+    return exists;
+  }
+  return std::nullopt;
 }
 
 absl::StatusOr<std::vector<Mount>> Snapshotter::Prepare(const std::string& key,
                                                         const std::string& parent,
                                                         const Labels& labels) {
+  if (attacher_ != nullptr && !key.empty()) {
+    if (std::optional<absl::Status> st = PrepareRemote(key, parent, labels)) return *st;
+  }
   return Create(Kind::kActive, key, parent, labels);
 }
 
@@ -235,6 +372,10 @@ absl::Status Snapshotter::Commit(const std::string& name, const std::string& key
   if (absl::Status st = ValidateLabels(labels); !st.ok()) return st;
   auto rec = store_->CheckCommit(key, name);
   if (!rec.ok()) return rec.status();
+  // A snapshot on remote layers stops needing them attached once committed (its children
+  // will attach them again when they mount).
+  auto chain = store_->GetWithParents(key);
+  if (!chain.ok()) return chain.status();
   // Measured once, outside the store's lock: a committed snapshot does not change.
   auto usage = DiskUsage(FsDir(rec->id));
   if (!usage.ok()) return usage.status();
@@ -242,12 +383,21 @@ absl::Status Snapshotter::Commit(const std::string& name, const std::string& key
     return st;
   }
   spdlog::debug("committed \"{}\" as \"{}\" (id {})", key, name, rec->id);
+  ReleaseIfUnused(chain->RemoteTopId(), chain->remote_top_name);
   return absl::OkStatus();
 }
 
 absl::Status Snapshotter::Remove(const std::string& key) {
-  auto id = store_->Remove(key);
-  if (!id.ok()) return id.status();
+  auto removed = store_->Remove(key);
+  if (!removed.ok()) return removed.status();
+  const int64_t* id = &removed->id;
+  // Once nothing needs the block device below it, it goes. A failure to detach is logged:
+  // the snapshot is gone either way.
+  struct Release {
+    Snapshotter* s;
+    const MetaStore::Removed& r;
+    ~Release() { s->ReleaseIfUnused(r.remote_top_id, r.remote_top_name); }
+  } release{this, *removed};
   // The metadata is gone; the directory follows. Moving it to staging first makes the removal
   // atomic for anyone looking at snapshots/; what a crash leaves is swept by Open/Cleanup.
   const std::string dir = SnapshotDir(*id);

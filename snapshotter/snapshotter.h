@@ -11,17 +11,29 @@
 // the directory. Open() reconciles: stray directories are removed, rows without directories
 // are reported and dropped.
 //
+// Remote (overlaybd) layers, when a BlockAttacher is given: a Prepare whose labels describe an
+// overlaybd layer (remote_labels.h) records a committed snapshot under the label
+// containerd.io/snapshot.ref with an empty directory and answers ALREADY_EXISTS, so containerd
+// fetches nothing. Active snapshots and views on a chain with remote layers get the stack
+// attached (one attachment per remote stack, shared by all its users): the mount point becomes
+// the lowest lowerdir, ordinary layers above it further lowerdirs. Mounts re-attaches what a
+// blockd restart or a reboot lost; removing or committing the last user detaches.
+//
 // Thread-safe; file-system work (creating, measuring, removing trees) runs outside the store's
 // lock, so many calls proceed at once.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "snapshotter/block_attacher.h"
 #include "snapshotter/filter.h"
 #include "snapshotter/fs_util.h"
 #include "snapshotter/metastore.h"
@@ -42,8 +54,14 @@ class Snapshotter {
     std::vector<std::string> dropped_snapshots;  // snapshots whose directory was missing
   };
 
-  // Creates the root layout if needed, opens the metadata and reconciles.
-  static absl::StatusOr<std::unique_ptr<Snapshotter>> Open(const std::string& root);
+  // Creates the root layout if needed, opens the metadata and reconciles. Without an
+  // `attacher`, remote layers are disabled: overlaybd layers are prepared like any other
+  // (containerd downloads and unpacks them).
+  static absl::StatusOr<std::unique_ptr<Snapshotter>> Open(
+      const std::string& root, std::shared_ptr<BlockAttacher> attacher = nullptr);
+
+  // The blockd device id of the remote stack whose top is the committed snapshot `top_name`.
+  static std::string AttachId(const std::string& top_name, int64_t top_id);
 
   absl::StatusOr<std::vector<Mount>> Prepare(const std::string& key, const std::string& parent,
                                              const Labels& labels);
@@ -72,7 +90,20 @@ class Snapshotter {
   absl::StatusOr<std::vector<Mount>> Create(Kind kind, const std::string& key,
                                             const std::string& parent, const Labels& labels);
   absl::Status Reconcile();
-  std::vector<Mount> MountsFor(const SnapshotRecord& rec) const;
+  absl::StatusOr<std::vector<Mount>> MountsFor(const SnapshotRecord& rec);
+  // Builds the directories of a new snapshot in staging and has `record` record it, renaming
+  // them into place through the callback it gets.
+  absl::StatusOr<SnapshotRecord> Stage(
+      bool with_work, absl::FunctionRef<absl::StatusOr<SnapshotRecord>(
+                          absl::FunctionRef<absl::Status(int64_t id, int64_t parent_id)> place)>
+                          record);
+  // The remote-layer path of Prepare: nullopt when the layer is to be prepared as an ordinary
+  // one after all, else the answer (ALREADY_EXISTS on success).
+  std::optional<absl::Status> PrepareRemote(const std::string& key, const std::string& parent,
+                                            const Labels& labels);
+  // Detaches the remote stack `top_id` if no active snapshot or view needs it any more.
+  void ReleaseIfUnused(int64_t top_id, const std::string& top_name);
+  std::shared_ptr<std::mutex> AttachLock(int64_t top_id);
   std::string SnapshotDir(int64_t id) const;
   // Removes snapshots/<entry> not owned by any id in the store; with `staging` also the
   // directories left in staging by removals (all of staging when nothing else runs).
@@ -80,7 +111,12 @@ class Snapshotter {
 
   std::string root_;
   std::unique_ptr<MetaStore> store_;
-  UniqueFd lock_;  // flock on <root>/lock, held while open
+  UniqueFd lock_;                            // flock on <root>/lock, held while open
+  std::shared_ptr<BlockAttacher> attacher_;  // null: remote layers disabled
+  // Serializes attaching and detaching of one remote stack (by its top's id), so that a
+  // check of its users and the detach that follows cannot interleave with an attach.
+  std::mutex attach_locks_mu_;
+  std::map<int64_t, std::shared_ptr<std::mutex>> attach_locks_;
   ReconcileReport report_;
 };
 

@@ -14,6 +14,26 @@ TEST(ConfigTest, DefaultsAreDocumented) {
   EXPECT_EQ(c.root, "/var/lib/dadi/snapshotter");
   EXPECT_EQ(c.address, "/run/dadi/snapshotter.sock");
   EXPECT_EQ(c.log_level, "info");
+  EXPECT_EQ(c.blockd_address, "/run/dadi/blockd.sock");
+}
+
+TEST(ConfigTest, BlockdAddress) {
+  Config c;
+  ASSERT_TRUE(ApplyConfigToml("blockd_address = \"\"", "t", &c).ok());
+  EXPECT_EQ(c.blockd_address, "");  // remote layers disabled
+  ASSERT_TRUE(ApplyConfigToml("blockd_address = \"/b.sock\"", "t", &c).ok());
+  EXPECT_EQ(c.blockd_address, "/b.sock");
+  {
+    const char* argv[] = {"dadi-snapshotter", "--config", "/dev/null", "--blockd-address", ""};
+    auto cli = ParseCommandLine(5, argv);
+    ASSERT_TRUE(cli.ok()) << cli.status();
+    EXPECT_EQ(cli->config.blockd_address, "");
+  }
+  {
+    const char* argv[] = {"dadi-snapshotter", "--config", "/dev/null", "--blockd-address",
+                          "relative.sock"};
+    EXPECT_EQ(ParseCommandLine(5, argv).status().code(), absl::StatusCode::kInvalidArgument);
+  }
 }
 
 TEST(ConfigTest, TomlSetsEveryKey) {

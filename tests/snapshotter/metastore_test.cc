@@ -138,6 +138,36 @@ TEST(MetaStoreOpenTest, RefusesNewerSchema) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(MetaStoreOpenTest, UpgradesVersion1) {
+  dadi::testing::ScratchDir dir("dadi-snap-meta");
+  const std::string path = dir.Join("m.db");
+  {
+    // A database as version 1 wrote it: no remote_layers, no attachments.
+    auto db = sqlite::Database::Open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(db->Exec("CREATE TABLE snapshots (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                         "name TEXT NOT NULL UNIQUE, parent_id INTEGER REFERENCES snapshots(id), "
+                         "kind INTEGER NOT NULL, created_ns INTEGER NOT NULL, "
+                         "updated_ns INTEGER NOT NULL, size INTEGER NOT NULL DEFAULT 0, "
+                         "inodes INTEGER NOT NULL DEFAULT 0); "
+                         "INSERT INTO snapshots (name, kind, created_ns, updated_ns) "
+                         "VALUES ('old', 3, 1, 1); PRAGMA user_version = 1")
+                    .ok());
+  }
+  auto store = MetaStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto old = (*store)->GetWithParents("old");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_FALSE(old->remote.has_value());
+  auto rec = (*store)->CreateRemote("r", "old", {}, RemoteLayer{"sha256:00", 1, "h/r"}, absl::Now(),
+                                    [](int64_t, int64_t) { return absl::OkStatus(); });
+  EXPECT_EQ(rec.status().code(), absl::StatusCode::kFailedPrecondition);
+  rec = (*store)->CreateRemote("r", "", {}, RemoteLayer{"sha256:00", 1, "h/r"}, absl::Now(),
+                               [](int64_t, int64_t) { return absl::OkStatus(); });
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_EQ(rec->remote, (RemoteLayer{"sha256:00", 1, "h/r"}));
+}
+
 TEST(SqliteTest, TransactionRollsBackUnlessCommitted) {
   dadi::testing::ScratchDir dir("dadi-snap-sqlite");
   auto db = sqlite::Database::Open(dir.Join("t.db"));

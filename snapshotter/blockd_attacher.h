@@ -1,0 +1,32 @@
+// BlockAttacher over dadi-blockd's gRPC API (dadi.blockd.v1.Blockd) on a unix socket.
+//
+// blockd reference-counts attachments; the snapshotter holds exactly one reference per device
+// id: Attach first asks Stat(id) and only calls Attach when the id is unknown (after a blockd
+// restart or a reboot, say), and Detach drops that one reference. The caller serializes calls
+// for one id (Snapshotter does), so a Stat/Attach pair never races with itself.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "dadi/blockd/v1/blockd.grpc.pb.h"
+#include "snapshotter/block_attacher.h"
+
+namespace dadi::snapshotter {
+
+class BlockdAttacher final : public BlockAttacher {
+ public:
+  // `address` is blockd's socket path ("/run/dadi/blockd.sock"). Connects lazily.
+  explicit BlockdAttacher(const std::string& address);
+
+  absl::StatusOr<std::string> Attach(const std::string& id,
+                                     const std::vector<RemoteLayer>& layers) override;
+  absl::Status Detach(const std::string& id) override;
+
+ private:
+  std::string address_;
+  std::unique_ptr<dadi::blockd::v1::Blockd::Stub> stub_;
+};
+
+}  // namespace dadi::snapshotter
