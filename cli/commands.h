@@ -9,4 +9,7 @@ namespace dadi::cli {
 // `dadi blob ...`: ZFile, LSMT and layer-blob tools (blob_command.cc).
 void RegisterBlobCommands(CLI::App& app, int& exit_code);
 
+// `dadi convert SRC DST`: OCI/Docker image to overlaybd image (convert_command.cc).
+void RegisterConvertCommands(CLI::App& app, int& exit_code);
+
 }  // namespace dadi::cli

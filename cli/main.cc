@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "dadi 0.1.0");
   int exit_code = 0;
   dadi::cli::RegisterBlobCommands(app, exit_code);
+  dadi::cli::RegisterConvertCommands(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -26,7 +26,8 @@ namespace {
 // "dir:with:colons/x" keeps its colons only if the last part holds a '/').
 void SplitPathTag(absl::string_view rest, std::string* path, std::string* tag) {
   size_t colon = rest.rfind(':');
-  if (colon != absl::string_view::npos && rest.substr(colon + 1).find('/') == absl::string_view::npos) {
+  if (colon != absl::string_view::npos &&
+      rest.substr(colon + 1).find('/') == absl::string_view::npos) {
     *path = std::string(rest.substr(0, colon));
     *tag = std::string(rest.substr(colon + 1));
   } else {
@@ -41,9 +42,9 @@ absl::StatusOr<ImageReference> ParseImageReference(absl::string_view text) {
   ImageReference ref;
   size_t colon = text.find(':');
   if (colon == absl::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "image reference \"", text,
-        "\": no transport (use docker://, oci:, oci-archive: or docker-archive:)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("image reference \"", text,
+                     "\": no transport (use docker://, oci:, oci-archive: or docker-archive:)"));
   }
   absl::string_view transport = text.substr(0, colon);
   absl::string_view rest = text.substr(colon + 1);
@@ -68,9 +69,9 @@ absl::StatusOr<ImageReference> ParseImageReference(absl::string_view text) {
   } else if (transport == "docker-archive") {
     ref.transport = Transport::kDockerArchive;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "image reference \"", text, "\": unknown transport \"", transport,
-        "\" (use docker://, oci:, oci-archive: or docker-archive:)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("image reference \"", text, "\": unknown transport \"", transport,
+                     "\" (use docker://, oci:, oci-archive: or docker-archive:)"));
   }
   if (ref.transport == Transport::kDockerArchive) {
     // docker-archive:FILE[:REF] where REF may itself hold a ':' (repo:tag): split at the first
@@ -82,8 +83,7 @@ absl::StatusOr<ImageReference> ParseImageReference(absl::string_view text) {
     SplitPathTag(rest, &ref.path, &ref.tag);
   }
   if (ref.path.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("image reference \"", text, "\": empty path"));
+    return absl::InvalidArgumentError(absl::StrCat("image reference \"", text, "\": empty path"));
   }
   return ref;
 }

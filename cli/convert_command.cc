@@ -1,0 +1,195 @@
+// `dadi convert SRC DST`: an OCI/Docker image into an overlaybd image (converter/image/). Thin:
+// parse arguments, build the registry client, source, destination and dedup database, run
+// ImageConverter, print the summary.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "blockstore/remote/registry_client.h"
+#include "cli/commands.h"
+#include "converter/image/dedup_db.h"
+#include "converter/image/image_converter.h"
+#include "converter/image/image_reference.h"
+#include "converter/image/image_store.h"
+
+#if __has_include("converter/layer_converter.h")
+#include "converter/layer_converter.h"
+#define DADI_HAVE_LAYER_CONVERTER 1
+#endif
+
+namespace dadi::cli {
+namespace {
+
+namespace image = converter::image;
+
+struct ConvertFlags {
+  std::string src, dst;
+  std::string platform;
+  std::string algorithm = "lz4";
+  int level = 0;
+  uint32_t block_size = 4096;
+  uint64_t vsize_gib = 64;
+  std::string db = "/var/lib/dadi/convert.db";
+  bool json = false;
+  std::vector<std::string> insecure;
+  bool plain_http = false;
+  std::string authfile;
+};
+
+image::LayerConverterFn RealLayerConverter() {
+#ifdef DADI_HAVE_LAYER_CONVERTER
+  return [](blockstore::RandomAccessFile& tar, const std::vector<std::string>& lowers,
+            const std::string& uuid, const std::string& parent_uuid, const std::string& out_path,
+            const image::LayerOptions& o) -> absl::StatusOr<image::LayerResult> {
+    converter::LayerConversionOptions lo;
+    lo.algorithm = o.algorithm;
+    lo.level = o.level;
+    lo.block_size = o.block_size;
+    lo.vsize = o.vsize;
+    lo.threads = o.threads;
+    auto r = converter::ConvertLayer(tar, lowers, uuid, parent_uuid, out_path, lo);
+    if (!r.ok()) return r.status();
+    return image::LayerResult{r->blob_path, r->digest, r->size, r->uuid};
+  };
+#else
+  return [](blockstore::RandomAccessFile&, const std::vector<std::string>&, const std::string&,
+            const std::string&, const std::string&,
+            const image::LayerOptions&) -> absl::StatusOr<image::LayerResult> {
+    return absl::UnimplementedError("this build has no per-layer converter");
+  };
+#endif
+}
+
+absl::StatusOr<blockstore::Platform> ParsePlatform(const std::string& text) {
+  std::vector<std::string> parts = absl::StrSplit(text, '/');
+  if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--platform \"", text, "\": want os/arch[/variant]"));
+  }
+  blockstore::Platform p;
+  p.os = parts[0];
+  p.architecture = parts[1];
+  if (parts.size() == 3) p.variant = parts[2];
+  return p;
+}
+
+absl::StatusOr<image::ConvertSummary> RunConvert(const ConvertFlags& f) {
+  auto src = image::ParseImageReference(f.src);
+  if (!src.ok()) return src.status();
+  auto dst = image::ParseImageReference(f.dst);
+  if (!dst.ok()) return dst.status();
+
+  blockstore::RegistryConfig config;
+  std::string authfile = f.authfile;
+  if (authfile.empty() && std::getenv("HOME") != nullptr) {
+    std::string def = absl::StrCat(std::getenv("HOME"), "/.docker/config.json");
+    if (std::filesystem::exists(def)) authfile = def;
+  }
+  if (!authfile.empty()) {
+    if (absl::Status s = blockstore::LoadDockerConfigFile(authfile, &config); !s.ok()) return s;
+  }
+  for (const auto& h : f.insecure) config.hosts[h].insecure_skip_verify = true;
+  if (f.plain_http) {
+    for (const auto* r : {&*src, &*dst}) {
+      if (r->transport == image::Transport::kDocker)
+        config.hosts[r->registry.registry].plain_http = true;
+    }
+  }
+  auto client = std::make_shared<blockstore::RegistryClient>(config);
+
+  image::ConvertOptions options;
+  options.layer.algorithm = f.algorithm;
+  options.layer.level = f.level;
+  options.layer.block_size = f.block_size;
+  options.layer.vsize = f.vsize_gib << 30;
+  if (!f.platform.empty()) {
+    auto p = ParsePlatform(f.platform);
+    if (!p.ok()) return p.status();
+    options.platform = *p;
+  }
+  std::filesystem::path db_path(f.db);
+  std::error_code ec;
+  if (db_path.has_parent_path()) std::filesystem::create_directories(db_path.parent_path(), ec);
+  options.store_dir = db_path.string() + ".blobs";
+  char tmpl[] = "/tmp/dadi-convert-XXXXXX";
+  const char* tmp_env = std::getenv("TMPDIR");
+  std::string work_tmpl =
+      tmp_env ? absl::StrCat(tmp_env, "/dadi-convert-XXXXXX") : std::string(tmpl);
+  if (::mkdtemp(work_tmpl.data()) == nullptr) {
+    return absl::InternalError(absl::StrCat("mkdtemp ", work_tmpl));
+  }
+  options.work_dir = work_tmpl;
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code e;
+      std::filesystem::remove_all(dir, e);
+    }
+  } cleanup{options.work_dir};
+
+  auto db = image::DedupDb::Open(f.db);
+  if (!db.ok()) return db.status();
+  auto source = image::OpenImageSource(*src, client, options.work_dir);
+  if (!source.ok()) return source.status();
+  auto dest = image::OpenImageDestination(*dst, client, options.work_dir);
+  if (!dest.ok()) return dest.status();
+
+  std::unique_ptr<image::ProgressSink> progress;
+  if (!f.json) {
+    progress = ::isatty(STDERR_FILENO) ? image::NewTerminalProgress(stderr)
+                                       : image::NewPlainProgress(stderr);
+  }
+  image::ImageConverter converter(options, RealLayerConverter(), db->get(), progress.get());
+  return converter.Convert(**source, **dest);
+}
+
+}  // namespace
+
+void RegisterConvertCommands(CLI::App& app, int& exit_code) {
+  auto f = std::make_shared<ConvertFlags>();
+  CLI::App* cmd = app.add_subcommand("convert", "convert an OCI/Docker image to overlaybd");
+  cmd->add_option("SRC", f->src,
+                  "source: docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
+                  "docker-archive:FILE[:REF]")
+      ->required();
+  cmd->add_option("DST", f->dst, "destination: docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG]")
+      ->required();
+  cmd->add_option("--platform", f->platform, "only this platform of an index (os/arch[/variant])");
+  cmd->add_option("--algorithm", f->algorithm, "lz4 or zstd")
+      ->check(CLI::IsMember({"lz4", "zstd"}));
+  cmd->add_option("--level", f->level, "compression level (0 = library default)");
+  cmd->add_option("--block-size", f->block_size, "ZFile block size: 4096 to 65536, a power of two");
+  cmd->add_option("--vsize", f->vsize_gib, "virtual disk size in GiB (first layer)");
+  cmd->add_option("--db", f->db, "layer dedup database (converted blobs kept in DB.blobs/)");
+  cmd->add_flag("--json", f->json, "print a JSON summary instead of progress");
+  cmd->add_option("--insecure-registry", f->insecure,
+                  "registry host to reach without TLS verification");
+  cmd->add_flag("--plain-http", f->plain_http, "talk plain HTTP to the registries of SRC and DST");
+  cmd->add_option("--authfile", f->authfile, "docker config.json with credentials");
+  cmd->callback([f, &exit_code] {
+    auto summary = RunConvert(*f);
+    if (!summary.ok()) {
+      std::fprintf(stderr, "dadi convert: %s\n", summary.status().ToString().c_str());
+      exit_code = 1;
+      return;
+    }
+    if (f->json) {
+      std::printf("%s\n", summary->ToJson().c_str());
+    } else {
+      std::printf("%s %d layers (%d reused), %llu -> %llu bytes, %.1fs\n", summary->digest.c_str(),
+                  summary->layers, summary->reused,
+                  static_cast<unsigned long long>(summary->bytes_in),
+                  static_cast<unsigned long long>(summary->bytes_out), summary->seconds);
+    }
+  });
+}
+
+}  // namespace dadi::cli

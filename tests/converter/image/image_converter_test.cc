@@ -1,0 +1,536 @@
+// converter/image with a fake layer converter (a deterministic blob derived from its inputs):
+// every transport, the manifest/config rewrite, two-platform indexes, skip-existing and
+// cross-mount against a real docker-registry, determinism, dedup and bad inputs.
+#include <archive.h>
+#include <archive_entry.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "blockstore/remote/digest.h"
+#include "blockstore/remote/manifest.h"
+#include "blockstore/remote/registry_client.h"
+#include "converter/image/dedup_db.h"
+#include "converter/image/image_converter.h"
+#include "converter/image/image_reference.h"
+#include "converter/image/image_store.h"
+#include "nlohmann/json.hpp"
+#include "tests/remote/test_servers.h"
+#include "tests/support/scratch_dir.h"
+
+namespace dadi::converter::image {
+namespace {
+
+namespace fs = std::filesystem;
+using blockstore::Descriptor;
+using blockstore::ImageIndex;
+using blockstore::ImageManifest;
+using json = nlohmann::json;
+using testing::ScratchDir;
+
+// A tar with one file, made with libarchive (zero times: the same bytes every run).
+std::string MakeTar(const std::string& name, const std::string& content) {
+  std::vector<char> buf(64 << 10);
+  size_t used = 0;
+  struct archive* a = archive_write_new();
+  archive_write_set_format_pax_restricted(a);
+  archive_write_open_memory(a, buf.data(), buf.size(), &used);
+  struct archive_entry* e = archive_entry_new();
+  archive_entry_set_pathname(e, name.c_str());
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_perm(e, 0644);
+  archive_entry_set_size(e, static_cast<la_int64_t>(content.size()));
+  archive_write_header(a, e);
+  archive_write_data(a, content.data(), content.size());
+  archive_entry_free(e);
+  archive_write_close(a);
+  archive_write_free(a);
+  return std::string(buf.data(), used);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Counts calls; writes "fake|<tar digest>|<lowers>|<uuid>|<parent>|<options>" as the blob.
+struct FakeLayerConverter {
+  std::shared_ptr<std::atomic<int>> calls = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<std::vector<std::vector<std::string>>> lowers_seen =
+      std::make_shared<std::vector<std::vector<std::string>>>();
+  LayerConverterFn Fn() {
+    auto c = calls;
+    auto seen = lowers_seen;
+    return
+        [c, seen](blockstore::RandomAccessFile& tar, const std::vector<std::string>& lowers,
+                  const std::string& uuid, const std::string& parent, const std::string& out_path,
+                  const LayerOptions& o) -> absl::StatusOr<LayerResult> {
+          ++*c;
+          seen->push_back(lowers);
+          auto digest = blockstore::Sha256DigestOfFile(tar);
+          if (!digest.ok()) return digest.status();
+          std::vector<std::string> lower_digests;
+          for (const auto& l : lowers) lower_digests.push_back(fs::path(l).filename().string());
+          std::string blob = absl::StrCat("fake|", *digest, "|", absl::StrJoin(lower_digests, ","),
+                                          "|", uuid, "|", parent, "|", o.Key());
+          if (absl::Status s = WriteFileAtomically(out_path, blob); !s.ok()) return s;
+          return LayerResult{out_path, blockstore::Sha256Digest(blob), blob.size(), uuid};
+        };
+  }
+};
+
+// Writes an OCI layout: blobs and index.json.
+class LayoutBuilder {
+ public:
+  explicit LayoutBuilder(std::string dir) : dir_(std::move(dir)) {
+    fs::create_directories(dir_ + "/blobs/sha256");
+  }
+  Descriptor Blob(const std::string& data, const std::string& media_type) {
+    Descriptor d;
+    d.media_type = media_type;
+    d.digest = blockstore::Sha256Digest(data);
+    d.size = static_cast<int64_t>(data.size());
+    std::ofstream(dir_ + "/blobs/sha256/" + d.digest.substr(7), std::ios::binary) << data;
+    return d;
+  }
+  // An image of tar layers with the given file contents; config with history incl. an empty
+  // layer entry and an extra field.
+  Descriptor Image(const std::vector<std::string>& contents, const std::string& arch = "amd64",
+                   bool docker = false) {
+    ImageManifest m;
+    m.media_type = std::string(docker ? blockstore::kDockerManifestMediaType
+                                      : blockstore::kOciManifestMediaType);
+    json config = {{"architecture", arch},
+                   {"os", "linux"},
+                   {"config", {{"Env", {"PATH=/bin"}}}},
+                   {"rootfs", {{"type", "layers"}, {"diff_ids", json::array()}}},
+                   {"history", json::array()}};
+    for (size_t i = 0; i < contents.size(); ++i) {
+      std::string tar = MakeTar("file" + std::to_string(i), contents[i]);
+      Descriptor l = Blob(
+          tar, std::string(docker ? kDockerLayerTarMediaType : blockstore::kOciLayerMediaType));
+      l.annotations["org.example.kept"] = "yes";
+      m.layers.push_back(l);
+      config["rootfs"]["diff_ids"].push_back(l.digest);
+      config["history"].push_back({{"created_by", "ADD file" + std::to_string(i)}});
+    }
+    config["history"].push_back({{"created_by", "ENV X=1"}, {"empty_layer", true}});
+    m.config = Blob(config.dump(), std::string(docker ? blockstore::kDockerConfigMediaType
+                                                      : blockstore::kOciConfigMediaType));
+    Descriptor d = Blob(blockstore::SerializeImageManifest(m), m.media_type);
+    d.platform = blockstore::Platform{arch, "linux", "", "", {}};
+    return d;
+  }
+  Descriptor Index(const std::vector<Descriptor>& manifests) {
+    ImageIndex idx;
+    idx.media_type = std::string(blockstore::kOciIndexMediaType);
+    idx.manifests = manifests;
+    return Blob(blockstore::SerializeImageIndex(idx), idx.media_type);
+  }
+  void Tag(Descriptor d, const std::string& tag) {
+    d.annotations["org.opencontainers.image.ref.name"] = tag;
+    d.platform.reset();
+    index_.manifests.push_back(d);
+    index_.media_type = std::string(blockstore::kOciIndexMediaType);
+    std::ofstream(dir_ + "/index.json") << blockstore::SerializeImageIndex(index_);
+    std::ofstream(dir_ + "/oci-layout") << R"({"imageLayoutVersion":"1.0.0"})";
+  }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  ImageIndex index_;
+};
+
+class ImageConverterTest : public ::testing::Test {
+ protected:
+  absl::StatusOr<ConvertSummary> Run(const std::string& src, const std::string& dst,
+                                     const std::string& db_name = "convert.db",
+                                     std::shared_ptr<blockstore::RegistryClient> client = nullptr,
+                                     std::optional<blockstore::Platform> platform = {}) {
+    auto s = ParseImageReference(src);
+    if (!s.ok()) return s.status();
+    auto d = ParseImageReference(dst);
+    if (!d.ok()) return d.status();
+    std::string work = dir_.Join("work" + std::to_string(runs_++));
+    fs::create_directories(work);
+    auto db = DedupDb::Open(dir_.Join(db_name));
+    if (!db.ok()) return db.status();
+    auto source = OpenImageSource(*s, client, work);
+    if (!source.ok()) return source.status();
+    auto dest = OpenImageDestination(*d, client, work);
+    if (!dest.ok()) return dest.status();
+    ConvertOptions o;
+    o.store_dir = dir_.Join(db_name + ".blobs");
+    o.work_dir = work;
+    o.platform = platform;
+    ImageConverter c(o, fake_.Fn(), db->get(), nullptr);
+    return c.Convert(**source, **dest);
+  }
+  // The top manifest of an OCI layout written by a conversion.
+  static ManifestDocument Top(const std::string& layout, const std::string& tag = "") {
+    auto ref = ParseImageReference(absl::StrCat("oci:", layout, tag.empty() ? "" : ":", tag));
+    EXPECT_TRUE(ref.ok());
+    auto src = OpenImageSource(*ref, nullptr, layout);
+    EXPECT_TRUE(src.ok()) << src.status();
+    auto top = (*src)->TopManifest();
+    EXPECT_TRUE(top.ok()) << top.status();
+    return top.ok() ? *top : ManifestDocument{};
+  }
+  static std::string BlobOf(const std::string& layout, const std::string& digest) {
+    return ReadFile(layout + "/blobs/sha256/" + digest.substr(7));
+  }
+
+  ScratchDir dir_{"converter-image"};
+  FakeLayerConverter fake_;
+  int runs_ = 0;
+};
+
+TEST(ImageReferenceTest, Transports) {
+  auto r = ParseImageReference("docker://127.0.0.1:5000/a/b:v1");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->transport, Transport::kDocker);
+  EXPECT_EQ(r->registry.registry, "127.0.0.1:5000");
+  EXPECT_EQ(r->registry.repository, "a/b");
+  EXPECT_EQ(r->registry.tag, "v1");
+  r = ParseImageReference("oci:/tmp/x:latest");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->transport, Transport::kOciLayout);
+  EXPECT_EQ(r->path, "/tmp/x");
+  EXPECT_EQ(r->tag, "latest");
+  r = ParseImageReference("oci:/tmp/x");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->tag, "");
+  r = ParseImageReference("oci-archive:/tmp/a.tar:v2");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->transport, Transport::kOciArchive);
+  EXPECT_EQ(r->path, "/tmp/a.tar");
+  EXPECT_EQ(r->tag, "v2");
+  r = ParseImageReference("docker-archive:/tmp/s.tar:busybox:1.36");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->transport, Transport::kDockerArchive);
+  EXPECT_EQ(r->path, "/tmp/s.tar");
+  EXPECT_EQ(r->tag, "busybox:1.36");
+
+  r = ParseImageReference("ftp://x/y");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "unknown transport \"ftp\"")) << r.status();
+  EXPECT_FALSE(ParseImageReference("/just/a/path").ok());
+  EXPECT_FALSE(ParseImageReference("oci:").ok());
+  EXPECT_FALSE(ParseImageReference("docker:/x").ok());
+  EXPECT_FALSE(ParseImageReference("docker://UPPER/Case").ok());
+}
+
+TEST(ImageConverterHelpersTest, ChainIdsAndUuids) {
+  std::string a = blockstore::Sha256Digest("a"), b = blockstore::Sha256Digest("b");
+  auto ids = ChainIds({a, b});
+  ASSERT_EQ(ids.size(), 2u);
+  EXPECT_EQ(ids[0], a);
+  EXPECT_EQ(ids[1], blockstore::Sha256Digest(a + " " + b));
+  std::string u = DeterministicUuid("x");
+  EXPECT_EQ(u, DeterministicUuid("x"));
+  EXPECT_NE(u, DeterministicUuid("y"));
+  ASSERT_EQ(u.size(), 36u);
+  EXPECT_EQ(u[8], '-');
+  EXPECT_EQ(u[14], '5');
+}
+
+TEST_F(ImageConverterTest, OciLayoutRewritesManifestAndConfig) {
+  LayoutBuilder src(dir_.Join("src"));
+  src.Tag(src.Image({"base", "app"}), "v1");
+  auto sum = Run("oci:" + src.dir() + ":v1", "oci:" + dir_.Join("dst") + ":conv");
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(sum->layers, 2);
+  EXPECT_EQ(*fake_.calls, 2);
+  EXPECT_EQ(sum->pushes.uploaded, 2u);
+
+  ManifestDocument top = Top(dir_.Join("dst"), "conv");
+  EXPECT_EQ(top.digest, sum->digest);
+  auto m = blockstore::ParseImageManifest(top.body);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->layers.size(), 2u);
+  auto config = json::parse(BlobOf(dir_.Join("dst"), m->config.digest));
+  for (size_t i = 0; i < 2; ++i) {
+    const Descriptor& l = m->layers[i];
+    EXPECT_EQ(l.media_type, blockstore::kOciLayerMediaType);
+    std::string blob = BlobOf(dir_.Join("dst"), l.digest);
+    EXPECT_TRUE(absl::StartsWith(blob, "fake|")) << blob;
+    EXPECT_EQ(blockstore::Sha256Digest(blob), l.digest);
+    EXPECT_EQ(l.size, static_cast<int64_t>(blob.size()));
+    EXPECT_EQ(l.annotations.at(std::string(kOverlaybdDigestAnnotation)), l.digest);
+    EXPECT_EQ(l.annotations.at(std::string(kOverlaybdSizeAnnotation)), std::to_string(blob.size()));
+    EXPECT_EQ(l.annotations.at(std::string(kOverlaybdVersionAnnotation)), "0.1.0");
+    EXPECT_EQ(l.annotations.count(std::string(kDadiRepositoryAnnotation)), 0u);
+    EXPECT_EQ(l.annotations.at("org.example.kept"), "yes");
+    EXPECT_EQ(config["rootfs"]["diff_ids"][i], l.digest);
+  }
+  // Layer 2 was applied on layer 1's blob, with layer 1's uuid as parent.
+  ASSERT_EQ(fake_.lowers_seen->size(), 2u);
+  EXPECT_TRUE((*fake_.lowers_seen)[0].empty());
+  ASSERT_EQ((*fake_.lowers_seen)[1].size(), 1u);
+  std::string blob1 = BlobOf(dir_.Join("dst"), m->layers[0].digest);
+  std::string blob2 = BlobOf(dir_.Join("dst"), m->layers[1].digest);
+  EXPECT_TRUE(absl::StrContains(blob2, m->layers[0].digest.substr(7)));
+  std::vector<std::string> f1 = absl::StrSplit(blob1, '|'), f2 = absl::StrSplit(blob2, '|');
+  EXPECT_EQ(f2[4], f1[3]);  // parent uuid of layer 2 = uuid of layer 1
+  EXPECT_EQ(f1[4], "");
+  // Config: history (incl. the empty layer) and other fields kept.
+  ASSERT_EQ(config["history"].size(), 3u);
+  EXPECT_EQ(config["history"][2]["empty_layer"], true);
+  EXPECT_EQ(config["config"]["Env"][0], "PATH=/bin");
+  EXPECT_EQ(config["architecture"], "amd64");
+}
+
+TEST_F(ImageConverterTest, DeterministicOutput) {
+  LayoutBuilder src(dir_.Join("src"));
+  src.Tag(src.Image({"base", "app", "more"}), "v1");
+  auto a = Run("oci:" + src.dir() + ":v1", "oci:" + dir_.Join("a") + ":x", "a.db");
+  auto b = Run("oci:" + src.dir() + ":v1", "oci:" + dir_.Join("b") + ":x", "b.db");
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->digest, b->digest);
+  EXPECT_EQ(ReadFile(dir_.Join("a/index.json")), ReadFile(dir_.Join("b/index.json")));
+  EXPECT_EQ(*fake_.calls, 6);
+  // Different options give a different image.
+  auto s = ParseImageReference("oci:" + src.dir() + ":v1");
+  auto d = ParseImageReference("oci:" + dir_.Join("c") + ":x");
+  auto source = OpenImageSource(*s, nullptr, dir_.path());
+  auto dest = OpenImageDestination(*d, nullptr, dir_.path());
+  ConvertOptions o;
+  o.store_dir = dir_.Join("c.blobs");
+  o.work_dir = dir_.path();
+  o.layer.algorithm = "zstd";
+  ImageConverter conv(o, fake_.Fn(), nullptr, nullptr);
+  auto c = conv.Convert(**source, **dest);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_NE(c->digest, a->digest);
+}
+
+TEST_F(ImageConverterTest, DedupReusesSharedBaseLayer) {
+  LayoutBuilder src(dir_.Join("src"));
+  src.Tag(src.Image({"base", "one"}), "a");
+  src.Tag(src.Image({"base", "two"}), "b");
+  auto a = Run("oci:" + src.dir() + ":a", "oci:" + dir_.Join("dst") + ":a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*fake_.calls, 2);
+  auto b = Run("oci:" + src.dir() + ":b", "oci:" + dir_.Join("dst") + ":b");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(*fake_.calls, 3);  // only the second layer of b was applied
+  EXPECT_EQ(b->reused, 1);
+  // It was applied on top of a's base blob.
+  auto ma = blockstore::ParseImageManifest(Top(dir_.Join("dst"), "a").body);
+  auto mb = blockstore::ParseImageManifest(Top(dir_.Join("dst"), "b").body);
+  ASSERT_TRUE(ma.ok() && mb.ok());
+  EXPECT_EQ(ma->layers[0].digest, mb->layers[0].digest);
+  EXPECT_NE(ma->layers[1].digest, mb->layers[1].digest);
+  ASSERT_EQ(fake_.lowers_seen->back().size(), 1u);
+  EXPECT_EQ(fs::path(fake_.lowers_seen->back()[0]).filename(), ma->layers[0].digest.substr(7));
+  // The base blob was already in the layout.
+  EXPECT_EQ(b->pushes.already_existed, 1u);
+  // A removed blob is converted again.
+  fs::remove_all(dir_.Join("convert.db.blobs"));
+  auto again = Run("oci:" + src.dir() + ":b", "oci:" + dir_.Join("dst2") + ":b");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*fake_.calls, 5);
+  EXPECT_EQ(again->digest, b->digest);
+}
+
+TEST_F(ImageConverterTest, IndexWithTwoPlatforms) {
+  LayoutBuilder src(dir_.Join("src"));
+  Descriptor amd = src.Image({"base-amd64", "x"}, "amd64");
+  Descriptor arm = src.Image({"base-arm64"}, "arm64");
+  src.Tag(src.Index({amd, arm}), "multi");
+  auto sum = Run("oci:" + src.dir() + ":multi", "oci:" + dir_.Join("dst") + ":multi");
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(sum->layers, 3);
+  ManifestDocument top = Top(dir_.Join("dst"), "multi");
+  EXPECT_EQ(top.media_type, blockstore::kOciIndexMediaType);
+  auto idx = blockstore::ParseImageIndex(top.body);
+  ASSERT_TRUE(idx.ok()) << idx.status();
+  ASSERT_EQ(idx->manifests.size(), 2u);
+  EXPECT_EQ(idx->manifests[0].platform->architecture, "amd64");
+  EXPECT_EQ(idx->manifests[1].platform->architecture, "arm64");
+  EXPECT_NE(idx->manifests[0].digest, amd.digest);
+  auto m = blockstore::ParseImageManifest(BlobOf(dir_.Join("dst"), idx->manifests[1].digest));
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->layers.size(), 1u);
+  EXPECT_TRUE(m->layers[0].annotations.count(std::string(kOverlaybdDigestAnnotation)));
+
+  // --platform: only that one.
+  auto one = Run("oci:" + src.dir() + ":multi", "oci:" + dir_.Join("dst-arm"), "other.db", nullptr,
+                 blockstore::Platform{"arm64", "linux", "", "", {}});
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->layers, 1);
+  auto none = Run("oci:" + src.dir() + ":multi", "oci:" + dir_.Join("dst-s390x"), "other.db",
+                  nullptr, blockstore::Platform{"s390x", "linux", "", "", {}});
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound) << none.status();
+}
+
+TEST_F(ImageConverterTest, OciArchiveRoundTrip) {
+  LayoutBuilder src(dir_.Join("src"));
+  src.Tag(src.Image({"base", "app"}), "v1");
+  ASSERT_TRUE(TarDirectory(src.dir(), dir_.Join("src.tar")).ok());
+  auto sum = Run("oci-archive:" + dir_.Join("src.tar") + ":v1",
+                 "oci-archive:" + dir_.Join("out.tar") + ":conv");
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  ASSERT_TRUE(UntarToDirectory(dir_.Join("out.tar"), dir_.Join("out")).ok());
+  ManifestDocument top = Top(dir_.Join("out"), "conv");
+  EXPECT_EQ(top.digest, sum->digest);
+  // Same result as from the layout itself.
+  auto direct = Run("oci:" + src.dir() + ":v1", "oci:" + dir_.Join("direct") + ":conv", "d.db");
+  ASSERT_TRUE(direct.ok());
+  EXPECT_EQ(direct->digest, sum->digest);
+}
+
+TEST_F(ImageConverterTest, DockerArchiveSource) {
+  // docker save layout: manifest.json, <config>.json, <id>/layer.tar
+  std::string d = dir_.Join("save");
+  fs::create_directories(d + "/l1");
+  fs::create_directories(d + "/l2");
+  std::string t1 = MakeTar("a", "one"), t2 = MakeTar("b", "two");
+  std::ofstream(d + "/l1/layer.tar", std::ios::binary) << t1;
+  std::ofstream(d + "/l2/layer.tar", std::ios::binary) << t2;
+  json config = {{"architecture", "amd64"},
+                 {"os", "linux"},
+                 {"rootfs",
+                  {{"type", "layers"},
+                   {"diff_ids", {blockstore::Sha256Digest(t1), blockstore::Sha256Digest(t2)}}}},
+                 {"history", {{{"created_by", "a"}}, {{"created_by", "b"}}}}};
+  std::string cfg = config.dump();
+  std::ofstream(d + "/" + blockstore::Sha256Digest(cfg).substr(7) + ".json") << cfg;
+  json manifest = json::array({{{"Config", blockstore::Sha256Digest(cfg).substr(7) + ".json"},
+                                {"RepoTags", {"example/app:1.0"}},
+                                {"Layers", {"l1/layer.tar", "l2/layer.tar"}}}});
+  std::ofstream(d + "/manifest.json") << manifest.dump();
+  ASSERT_TRUE(TarDirectory(d, dir_.Join("save.tar")).ok());
+
+  auto sum = Run("docker-archive:" + dir_.Join("save.tar") + ":example/app:1.0",
+                 "oci:" + dir_.Join("dst") + ":app");
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(sum->layers, 2);
+  auto m = blockstore::ParseImageManifest(Top(dir_.Join("dst"), "app").body);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->media_type, blockstore::kDockerManifestMediaType);
+  EXPECT_EQ(m->layers[0].media_type, kDockerLayerTarMediaType);
+  EXPECT_EQ(m->config.media_type, blockstore::kDockerConfigMediaType);
+
+  auto missing =
+      Run("docker-archive:" + dir_.Join("save.tar") + ":nope:1", "oci:" + dir_.Join("dst2"));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+  auto as_dest = Run("oci:" + dir_.Join("dst") + ":app", "docker-archive:" + dir_.Join("x.tar"));
+  EXPECT_EQ(as_dest.status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST_F(ImageConverterTest, BadInputs) {
+  LayoutBuilder src(dir_.Join("src"));
+  Descriptor img = src.Image({"base", "app"});
+  src.Tag(img, "v1");
+  // Unknown tag.
+  auto r = Run("oci:" + src.dir() + ":nope", "oci:" + dir_.Join("d1"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+  // Not a layout.
+  r = Run("oci:" + dir_.Join("nothing"), "oci:" + dir_.Join("d1"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+  // Missing layer blob: the error names the layer.
+  auto m = blockstore::ParseImageManifest(BlobOf(src.dir(), img.digest));
+  ASSERT_TRUE(m.ok());
+  fs::remove(src.dir() + "/blobs/sha256/" + m->layers[1].digest.substr(7));
+  r = Run("oci:" + src.dir() + ":v1", "oci:" + dir_.Join("d2"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), m->layers[1].digest)) << r.status();
+  // Malformed manifest.
+  LayoutBuilder bad(dir_.Join("bad"));
+  Descriptor junk = bad.Blob(R"({"schemaVersion":2,"config":{"digest":"nope"},"layers":[]})",
+                             std::string(blockstore::kOciManifestMediaType));
+  bad.Tag(junk, "v1");
+  r = Run("oci:" + bad.dir() + ":v1", "oci:" + dir_.Join("d3"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  // Config whose diff_ids do not match the layers.
+  LayoutBuilder mism(dir_.Join("mism"));
+  ImageManifest mm;
+  mm.media_type = std::string(blockstore::kOciManifestMediaType);
+  mm.config = mism.Blob(R"({"rootfs":{"type":"layers","diff_ids":[]}})",
+                        std::string(blockstore::kOciConfigMediaType));
+  mm.layers.push_back(mism.Blob(MakeTar("x", "y"), std::string(blockstore::kOciLayerMediaType)));
+  mism.Tag(mism.Blob(blockstore::SerializeImageManifest(mm), mm.media_type), "v1");
+  r = Run("oci:" + mism.dir() + ":v1", "oci:" + dir_.Join("d4"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "diff_ids")) << r.status();
+  // A failing layer converter fails the conversion with the layer named.
+  auto s = ParseImageReference("oci:" + dir_.Join("mism") + ":v1");
+  auto d = ParseImageReference("oci:" + dir_.Join("d5"));
+  LayoutBuilder ok(dir_.Join("ok"));
+  ok.Tag(ok.Image({"a"}), "v1");
+  s = ParseImageReference("oci:" + ok.dir() + ":v1");
+  auto source = OpenImageSource(*s, nullptr, dir_.path());
+  auto dest = OpenImageDestination(*d, nullptr, dir_.path());
+  ConvertOptions o;
+  o.store_dir = dir_.Join("fail.blobs");
+  o.work_dir = dir_.path();
+  ImageConverter conv(
+      o,
+      [](blockstore::RandomAccessFile&, const std::vector<std::string>&, const std::string&,
+         const std::string&, const std::string&,
+         const LayerOptions&) -> absl::StatusOr<LayerResult> {
+        return absl::DataLossError("corrupt tar");
+      },
+      nullptr, nullptr);
+  auto f = conv.Convert(**source, **dest);
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(f.status().message(), "layer 1")) << f.status();
+}
+
+TEST_F(ImageConverterTest, RegistrySkipExistingAndCrossMount) {
+  ASSERT_EQ(::mkdir(dir_.Join("registry").c_str(), 0700), 0);
+  auto registry = testing::TestRegistry::Start(dir_.Join("registry"), {});
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  std::string host = (*registry)->host();
+  blockstore::RegistryConfig config;
+  config.hosts[host].plain_http = true;
+  config.retry.max_attempts = 2;
+  auto client = std::make_shared<blockstore::RegistryClient>(
+      config, std::make_shared<blockstore::HttpClient>(blockstore::ProxySettings{}));
+
+  LayoutBuilder src(dir_.Join("src"));
+  src.Tag(src.Image({"base", "app"}), "v1");
+  std::string dst = "docker://" + host + "/conv/app:v1";
+  auto first = Run("oci:" + src.dir() + ":v1", dst, "convert.db", client);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->pushes.uploaded, 2u);
+  // Same destination again: nothing uploaded.
+  auto second = Run("oci:" + src.dir() + ":v1", dst, "convert.db", client);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->pushes.uploaded, 0u);
+  EXPECT_EQ(second->pushes.already_existed, 2u);
+  EXPECT_EQ(second->digest, first->digest);
+  // Another repository of the same registry: both blobs mounted from the first.
+  auto third =
+      Run("oci:" + src.dir() + ":v1", "docker://" + host + "/other/app:v2", "convert.db", client);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->pushes.mounted, 2u);
+  EXPECT_EQ(third->pushes.uploaded, 0u);
+
+  // The pushed image reads back with its annotations; convert it from the registry again.
+  auto ref = blockstore::ParseReference(host + "/conv/app:v1");
+  auto got = client->GetManifest(*ref);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->digest, first->digest);
+  auto m = blockstore::ParseImageManifest(got->body);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->layers[0].annotations.at(std::string(kDadiRepositoryAnnotation)),
+            host + "/conv/app");
+  auto back = Run(dst, "oci:" + dir_.Join("back"), "back.db", client);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->layers, 2);
+}
+
+}  // namespace
+}  // namespace dadi::converter::image
