@@ -17,6 +17,24 @@ for d in ids[1:]:
 print(chain)'
 }
 
+# snapshot_view SNAPSHOTTER KEY PARENT: a View of PARENT that containerd's garbage collector
+# keeps. ctr cannot label a view when creating it and holds no lease past its own exit, so a
+# collection triggered by an earlier removal can take the view before the label is on: then
+# the label fails with not found and we try again.
+snapshot_view() {
+  local snapshotter=$1 key=$2 parent=$3 try
+  for try in 1 2 3 4 5; do
+    bctr snapshots --snapshotter "$snapshotter" view "$key" "$parent" >/dev/null
+    if bctr snapshots --snapshotter "$snapshotter" label "$key" containerd.io/gc.root=dadi-tests \
+      >/dev/null 2>&1; then
+      return 0
+    fi
+    log "view $key was collected before it was labelled (try $try)"
+    bctr snapshots --snapshotter "$snapshotter" rm "$key" >/dev/null 2>&1 || true
+  done
+  return 1
+}
+
 # snapshot_mount SNAPSHOTTER KEY TARGET: mounts the snapshot KEY at TARGET using the mounts
 # the snapshotter returns.
 snapshot_mount() {
@@ -38,7 +56,7 @@ tree_of_image() {
   chain=$(image_chain_id "$ref")
   key=tree-view-$snapshotter-$RANDOM
   mnt=$BED_DIR/mnt/$key
-  bctr snapshots --snapshotter "$snapshotter" view "$key" "$chain" >/dev/null
+  snapshot_view "$snapshotter" "$key" "$chain"
   snapshot_mount "$snapshotter" "$key" "$mnt"
   python3 "$DADI_REPO_DIR/integration/lib/tree-walk.py" "$mnt" >"$out"
   umount "$mnt"

@@ -12,13 +12,13 @@ child() {
   exec bash -c '
     source "$1/integration/lib/test.sh"
     test_begin
-    echo "$BED_DIR $BED_NS"
+    echo "$BED_DIR $BED_NS $$"
     ref=$(bed_push_image busybox)
     pull "$ref"
     bctr run -d --snapshotter "$SNAP" "$ref" c1 /bin/sleep 1000 >/dev/null
     bctr run -d --snapshotter overlayfs "$ref" c2 /bin/sleep 1000 >/dev/null
     tree_dir=$BED_DIR/mnt/view
-    bctr snapshots --snapshotter "$SNAP" view v1 "$(image_chain_id "$ref")" >/dev/null
+    snapshot_view "$SNAP" v1 "$(image_chain_id "$ref")"
     snapshot_mount "$SNAP" v1 "$tree_dir"
     truncate -s 8M "$BED_DIR/disk.img"
     losetup -f "$BED_DIR/disk.img"
@@ -44,7 +44,7 @@ if [ "$SNAP" = dadi ] && [ ! -x "$DADI_SNAPSHOTTER_BIN" ]; then
 fi
 
 out=$(child fail 2>"${TMPDIR:-/tmp}/teardown-child.$$.log") && fail "the failing child passed"
-read -r dir ns <<<"$(head -n 1 <<<"$out")"
+read -r dir ns _ <<<"$(head -n 1 <<<"$out")"
 [ "$(tail -n 1 <<<"$out")" = ready ] || { cat "${TMPDIR:-/tmp}/teardown-child.$$.log" >&2; fail "child did not get ready"; }
 rm -f "${TMPDIR:-/tmp}/teardown-child.$$.log"
 check_clean "$dir" "$ns"
@@ -52,13 +52,15 @@ check_clean "$dir" "$ns"
 # Killed from outside (as the runner's timeout does): TERM to the whole process group.
 fifo=$(mktemp -u "${TMPDIR:-/tmp}/teardown-fifo.XXXXXX")
 mkfifo "$fifo"
-setsid bash -c "$(declare -f child); child hang" >"$fifo" 2>"${TMPDIR:-/tmp}/teardown-killed.$$.log" &
-pid=$!
+# setsid --fork: always a new session, so the child leads its own process group. In the
+# background: opening the fifo for writing blocks until we open it for reading.
+setsid --fork bash -c "$(declare -f child); child hang" >"$fifo" 2>"${TMPDIR:-/tmp}/teardown-killed.$$.log" &
 exec 8<"$fifo"
 rm -f "$fifo"
-read -r dir ns <&8
+read -r dir ns pid <&8
 read -r line <&8
 [ "$line" = ready ] || fail "killed child did not get ready"
+[ "$(ps -o pgid= -p "$pid" | tr -d ' ')" = "$pid" ] || fail "child $pid does not lead its process group"
 kill -TERM -- -"$pid"
 # The child holds the fifo until it has torn its bed down: wait for end of file.
 timeout 60 cat <&8 >/dev/null || fail "killed child did not finish within 60 s"
