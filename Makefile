@@ -4,6 +4,11 @@
 
 CACHE_DIR ?= /var/cache/dadi
 export CCACHE_DIR ?= $(CACHE_DIR)/ccache
+# Paths relative to the checkout and no working directory in the hash, so that a fresh clone in
+# another directory (CI) and every build tree share one cache.
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := true
+export CCACHE_MAXSIZE ?= 10G
 export DADI_CACHE_DIR ?= $(CACHE_DIR)
 JOBS ?= $(shell nproc)
 CMAKE_COMMON = -G Ninja -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache
