@@ -13,6 +13,9 @@ namespace {
 // deep stack can take a while, but containerd's own call has a deadline too.
 constexpr auto kAttachTimeout = std::chrono::seconds(120);
 constexpr auto kCallTimeout = std::chrono::seconds(30);
+// How long a call waits for blockd's socket to accept a connection: long enough for blockd to
+// come back from a restart, short enough that containerd hears of a dead blockd quickly.
+constexpr auto kConnectTimeout = std::chrono::seconds(3);
 
 absl::Status FromGrpc(const grpc::Status& st, absl::string_view what) {
   if (st.ok()) return absl::OkStatus();
@@ -29,13 +32,29 @@ void SetDeadline(grpc::ClientContext* ctx, std::chrono::seconds timeout) {
 
 }  // namespace
 
-BlockdAttacher::BlockdAttacher(const std::string& address)
-    : address_(address),
-      stub_(pb::Blockd::NewStub(
-          grpc::CreateChannel("unix:" + address, grpc::InsecureChannelCredentials()))) {}
+BlockdAttacher::BlockdAttacher(const std::string& address) : address_(address) {
+  // gRPC's reconnect backoff grows to two minutes by default; a local daemon that restarts
+  // is worth retrying every second at most.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  channel_ = grpc::CreateCustomChannel("unix:" + address, grpc::InsecureChannelCredentials(), args);
+  stub_ = pb::Blockd::NewStub(channel_);
+}
+
+absl::Status BlockdAttacher::Connect() {
+  if (channel_->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY) return absl::OkStatus();
+  if (channel_->WaitForConnected(std::chrono::system_clock::now() + kConnectTimeout)) {
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(
+      absl::StrCat("dadi-blockd does not answer on ", address_, " (is it running?)"));
+}
 
 absl::StatusOr<std::string> BlockdAttacher::Attach(const std::string& id,
                                                    const std::vector<RemoteLayer>& layers) {
+  if (absl::Status st = Connect(); !st.ok()) return st;
   {
     grpc::ClientContext ctx;
     SetDeadline(&ctx, kCallTimeout);
@@ -68,6 +87,7 @@ absl::StatusOr<std::string> BlockdAttacher::Attach(const std::string& id,
 }
 
 absl::Status BlockdAttacher::Detach(const std::string& id) {
+  if (absl::Status st = Connect(); !st.ok()) return st;
   grpc::ClientContext ctx;
   SetDeadline(&ctx, kCallTimeout);
   pb::DetachRequest req;

@@ -10,6 +10,8 @@
 #include <memory>
 #include <string>
 
+#include <grpcpp/grpcpp.h>
+
 #include "dadi/blockd/v1/blockd.grpc.pb.h"
 #include "snapshotter/block_attacher.h"
 
@@ -25,7 +27,11 @@ class BlockdAttacher final : public BlockAttacher {
   absl::Status Detach(const std::string& id) override;
 
  private:
+  // Waits briefly for the channel to be connected; UNAVAILABLE if blockd does not answer.
+  absl::Status Connect();
+
   std::string address_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<dadi::blockd::v1::Blockd::Stub> stub_;
 };
 

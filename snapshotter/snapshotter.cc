@@ -278,7 +278,8 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::str
   if (!mounts.ok()) {
     // Without its block device the snapshot is of no use: take it back, so that containerd
     // can retry with the same key.
-    if (absl::Status st = Remove(key); !st.ok()) {
+    // Its attach failed: there is nothing of it to detach.
+    if (absl::Status st = RemoveSnapshot(key, /*release=*/false); !st.ok()) {
       spdlog::warn("removing \"{}\" after a failed attach: {}", key, st.ToString());
     }
     return mounts.status();
@@ -387,7 +388,9 @@ absl::Status Snapshotter::Commit(const std::string& name, const std::string& key
   return absl::OkStatus();
 }
 
-absl::Status Snapshotter::Remove(const std::string& key) {
+absl::Status Snapshotter::Remove(const std::string& key) { return RemoveSnapshot(key, true); }
+
+absl::Status Snapshotter::RemoveSnapshot(const std::string& key, bool release) {
   auto removed = store_->Remove(key);
   if (!removed.ok()) return removed.status();
   const int64_t* id = &removed->id;
@@ -396,8 +399,11 @@ absl::Status Snapshotter::Remove(const std::string& key) {
   struct Release {
     Snapshotter* s;
     const MetaStore::Removed& r;
-    ~Release() { s->ReleaseIfUnused(r.remote_top_id, r.remote_top_name); }
-  } release{this, *removed};
+    bool enabled;
+    ~Release() {
+      if (enabled) s->ReleaseIfUnused(r.remote_top_id, r.remote_top_name);
+    }
+  } releaser{this, *removed, release};
   // The metadata is gone; the directory follows. Moving it to staging first makes the removal
   // atomic for anyone looking at snapshots/; what a crash leaves is swept by Open/Cleanup.
   const std::string dir = SnapshotDir(*id);

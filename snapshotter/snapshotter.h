@@ -101,6 +101,8 @@ class Snapshotter {
   // one after all, else the answer (ALREADY_EXISTS on success).
   std::optional<absl::Status> PrepareRemote(const std::string& key, const std::string& parent,
                                             const Labels& labels);
+  // Remove; with `release`, also detaches the stack below if this was its last user.
+  absl::Status RemoveSnapshot(const std::string& key, bool release);
   // Detaches the remote stack `top_id` if no active snapshot or view needs it any more.
   void ReleaseIfUnused(int64_t top_id, const std::string& top_name);
   std::shared_ptr<std::mutex> AttachLock(int64_t top_id);

@@ -22,6 +22,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "dadi/blockd/v1/blockd.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/snapshotter/daemon.h"
@@ -59,9 +60,13 @@ class ConformanceTest : public ::testing::Test {
     ASSERT_FALSE(scratch_.path().empty());
     daemon_ = std::make_unique<SnapshotterDaemon>(root(), scratch_.Join("run/snap.sock"),
                                                   scratch_.Join("daemon.log"));
-    ASSERT_TRUE(daemon_->Start().ok()) << daemon_->Log();
+    ASSERT_TRUE(daemon_->Start(DaemonArgs()).ok()) << daemon_->Log();
     stub_ = daemon_->Connect();
   }
+
+  // Extra flags of the daemon. Without a blockd of the test's own, remote layers are off:
+  // nothing may reach a blockd of the machine.
+  virtual std::vector<std::string> DaemonArgs() { return {"--blockd-address", ""}; }
 
   void TearDown() override {
     mounter_.reset();  // unmount before the daemon and the directories go
@@ -80,7 +85,7 @@ class ConformanceTest : public ::testing::Test {
   void Restart() {
     stub_.reset();
     ASSERT_TRUE(daemon_->Stop().ok()) << daemon_->Log();
-    ASSERT_TRUE(daemon_->Start().ok()) << daemon_->Log();
+    ASSERT_TRUE(daemon_->Start(DaemonArgs()).ok()) << daemon_->Log();
     stub_ = daemon_->Connect();
   }
 
@@ -935,6 +940,293 @@ TEST_F(ConformanceTest, KillDuringCommitsLosesNothingCommitted) {
       }
     }
   }
+}
+
+// ---- Remote (overlaybd) layers, against a fake dadi-blockd served by the test process ----
+
+namespace blockd_pb = ::dadi::blockd::v1;
+
+// Serves dadi.blockd.v1.Blockd on a unix socket: Attach "mounts" a stack by making a directory
+// holding one file per layer (named after its digest's hex, holding the repository) and
+// counts references as blockd does.
+class FakeBlockd final : public blockd_pb::Blockd::Service {
+ public:
+  explicit FakeBlockd(std::string dir) : dir_(std::move(dir)) {}
+
+  grpc::Status Attach(grpc::ServerContext*, const blockd_pb::AttachRequest* req,
+                      blockd_pb::AttachResponse* resp) override {
+    std::lock_guard lock(mu_);
+    ++attach_calls_;
+    if (req->id().empty() || req->layers_size() == 0) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "id and layers are required");
+    }
+    Device& d = devices_[req->id()];
+    if (d.refcount == 0) {
+      d.layers.assign(req->layers().begin(), req->layers().end());
+      d.mount_point = dir_ + "/" + req->id();
+      std::filesystem::create_directories(d.mount_point);
+      for (const auto& l : req->layers()) {
+        std::ofstream(d.mount_point + "/" + l.digest().substr(7, 12)) << l.repository();
+      }
+    }
+    ++d.refcount;
+    resp->set_id(req->id());
+    resp->set_device_path("/dev/loop-fake");
+    resp->set_mount_point(d.mount_point);
+    resp->set_refcount(d.refcount);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Detach(grpc::ServerContext*, const blockd_pb::DetachRequest* req,
+                      blockd_pb::DetachResponse* resp) override {
+    std::lock_guard lock(mu_);
+    ++detach_calls_;
+    auto it = devices_.find(req->id());
+    if (it == devices_.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such device");
+    if (--it->second.refcount == 0 || req->force()) {
+      std::filesystem::remove_all(it->second.mount_point);
+      devices_.erase(it);
+      resp->set_refcount(0);
+    } else {
+      resp->set_refcount(it->second.refcount);
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Stat(grpc::ServerContext*, const blockd_pb::StatRequest* req,
+                    blockd_pb::StatResponse* resp) override {
+    std::lock_guard lock(mu_);
+    auto it = devices_.find(req->id());
+    if (it == devices_.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such device");
+    resp->set_refcount(it->second.refcount);
+    resp->mutable_attachment()->set_id(req->id());
+    resp->mutable_attachment()->set_mount_point(it->second.mount_point);
+    return grpc::Status::OK;
+  }
+
+  // What a reboot does to blockd: everything is gone.
+  void Forget() {
+    std::lock_guard lock(mu_);
+    for (auto& [id, d] : devices_) std::filesystem::remove_all(d.mount_point);
+    devices_.clear();
+  }
+
+  struct Device {
+    uint64_t refcount = 0;
+    std::string mount_point;
+    std::vector<blockd_pb::Layer> layers;
+  };
+  std::map<std::string, Device> devices() {
+    std::lock_guard lock(mu_);
+    return devices_;
+  }
+  int attach_calls() {
+    std::lock_guard lock(mu_);
+    return attach_calls_;
+  }
+  int detach_calls() {
+    std::lock_guard lock(mu_);
+    return detach_calls_;
+  }
+
+ private:
+  std::string dir_;
+  std::mutex mu_;
+  std::map<std::string, Device> devices_;
+  int attach_calls_ = 0;
+  int detach_calls_ = 0;
+};
+
+std::string Sha(char c) { return "sha256:" + std::string(64, c); }
+
+class RemoteConformanceTest : public ConformanceTest {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(scratch_.path().empty());
+    blockd_ = std::make_unique<FakeBlockd>(scratch_.Join("blockd-mnt"));
+    ASSERT_NO_FATAL_FAILURE(StartBlockd());
+    ConformanceTest::SetUp();
+  }
+
+  void TearDown() override {
+    ConformanceTest::TearDown();
+    StopBlockd();
+  }
+
+  std::vector<std::string> DaemonArgs() override { return {"--blockd-address", blockd_socket()}; }
+
+  std::string blockd_socket() const { return scratch_.Join("blockd.sock"); }
+
+  void StartBlockd() {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("unix:" + blockd_socket(), grpc::InsecureServerCredentials());
+    builder.RegisterService(blockd_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+  }
+
+  void StopBlockd() {
+    if (server_) {
+      server_->Shutdown(std::chrono::system_clock::now());
+      server_.reset();
+    }
+  }
+
+  // The labels containerd's unpacker passes for a layer of an image dadi converted.
+  static Labels LayerLabels(const std::string& chain_id, char digest) {
+    return {{"containerd.io/snapshot.ref", chain_id},
+            {"containerd.io/snapshot/overlaybd/blob-digest", Sha(digest)},
+            {"containerd.io/snapshot/overlaybd/blob-size", "123456"},
+            {"containerd.io/snapshot/overlaybd/version", "0.1.0"},
+            {"containerd.io/snapshot/cri.image-ref", "registry.test:5000/dadi/app:v1"},
+            {"containerd.io/snapshot/cri.layer-digest", Sha(digest)}};
+  }
+
+  // Unpacks a two-layer overlaybd image as containerd does: Prepare of each layer with the
+  // chain id as snapshot.ref; both must answer ALREADY_EXISTS.
+  void PullImage() {
+    grpc::Status st = Prepare("default/1/extract-1 " + Sha('1'), "", LayerLabels(Sha('1'), 'a'));
+    ASSERT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS) << st.error_message();
+    st = Prepare("default/2/extract-2 " + Sha('2'), Sha('1'), LayerLabels(Sha('2'), 'b'));
+    ASSERT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS) << st.error_message();
+  }
+
+  grpc::Status GetMountsOf(const std::string& key, Mounts* mounts) {
+    grpc::ClientContext ctx;
+    Init(&ctx);
+    pb::MountsRequest req;
+    req.set_key(key);
+    pb::MountsResponse resp;
+    grpc::Status st = stub_->Mounts(&ctx, req, &resp);
+    *mounts = resp.mounts();
+    return st;
+  }
+
+  std::unique_ptr<FakeBlockd> blockd_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+TEST_F(RemoteConformanceTest, PullCommitsLayersWithoutFetchingAnything) {
+  ASSERT_NO_FATAL_FAILURE(PullImage());
+  pb::Info info;
+  ASSERT_TRUE(Stat(Sha('2'), &info).ok());
+  EXPECT_EQ(info.kind(), pb::COMMITTED);
+  EXPECT_EQ(info.parent(), Sha('1'));
+  EXPECT_EQ(info.labels().at("containerd.io/snapshot.ref"), Sha('2'));
+  EXPECT_EQ(info.labels().at("containerd.io/snapshot/overlaybd/blob-digest"), Sha('b'));
+  EXPECT_EQ(info.labels().at("containerd.io/snapshot/dadi/remote-repository"),
+            "registry.test:5000/dadi/app");
+  // containerd's metadata store finds the target with this walk after ALREADY_EXISTS.
+  EXPECT_THAT(ListNames({absl::StrCat("labels.\"containerd.io/snapshot.ref\"==", Sha('2'),
+                                      ",parent==\"", Sha('1'), "\"")}),
+              ElementsAre(Sha('2')));
+  // Pulling again (another namespace) answers the same.
+  grpc::Status st = Prepare("other/9/extract-x", Sha('1'), LayerLabels(Sha('2'), 'b'));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(blockd_->attach_calls(), 0);
+}
+
+TEST_F(RemoteConformanceTest, ContainerRunsOnTheAttachedStack) {
+  ASSERT_NO_FATAL_FAILURE(PullImage());
+  Mounts mounts;
+  grpc::Status st = Prepare("default/3/ctr", Sha('2'), {}, &mounts);
+  ASSERT_TRUE(st.ok()) << st.error_message() << "\n" << daemon_->Log();
+  auto devices = blockd_->devices();
+  ASSERT_EQ(devices.size(), 1u);
+  const auto& [id, dev] = *devices.begin();
+  EXPECT_EQ(dev.refcount, 1u);
+  ASSERT_EQ(dev.layers.size(), 2u);
+  EXPECT_EQ(dev.layers[0].digest(), Sha('a'));  // bottom first
+  EXPECT_EQ(dev.layers[1].digest(), Sha('b'));
+  EXPECT_EQ(dev.layers[1].size(), 123456u);
+  EXPECT_EQ(dev.layers[1].repository(), "registry.test:5000/dadi/app");
+  ASSERT_EQ(mounts.size(), 1);
+  EXPECT_EQ(mounts[0].type(), "overlay");
+  EXPECT_THAT(Options(mounts[0]), ::testing::Contains("lowerdir=" + dev.mount_point));
+
+  // The container sees the device's files and writes into its own upper dir.
+  const std::string rootfs = MountPoint();
+  ASSERT_TRUE(mounter().Mount(mounts, rootfs).ok());
+  EXPECT_EQ(ReadFile(rootfs + "/" + std::string(12, 'b')), "registry.test:5000/dadi/app");
+  WriteFile(rootfs + "/new", "written");
+  EXPECT_FALSE(std::filesystem::exists(dev.mount_point + "/new"));
+  ASSERT_TRUE(mounter().Unmount(rootfs).ok());
+
+  // A second container and a view share the device; views are read-only.
+  ASSERT_TRUE(Prepare("default/4/ctr2", Sha('2')).ok());
+  Mounts view;
+  ASSERT_TRUE(View("default/5/view", Sha('2'), &view).ok());
+  ASSERT_EQ(view.size(), 1);
+  EXPECT_EQ(view[0].source(), dev.mount_point);
+  EXPECT_THAT(Options(view[0]), ::testing::Contains("ro"));
+  const std::string vdir = MountPoint();
+  ASSERT_TRUE(mounter().Mount(view, vdir).ok());
+  EXPECT_FALSE(std::ofstream(vdir + "/nope").good());
+  ASSERT_TRUE(mounter().Unmount(vdir).ok());
+  EXPECT_EQ(blockd_->devices().begin()->second.refcount, 1u);
+
+  // Remove of the last user detaches.
+  ASSERT_TRUE(Remove("default/3/ctr").ok());
+  ASSERT_TRUE(Remove("default/5/view").ok());
+  EXPECT_EQ(blockd_->devices().size(), 1u);
+  ASSERT_TRUE(Remove("default/4/ctr2").ok());
+  EXPECT_TRUE(blockd_->devices().empty());
+  EXPECT_EQ(blockd_->detach_calls(), 1);
+  // The image's layers stay until containerd removes them.
+  EXPECT_TRUE(Stat(Sha('2')).ok());
+  ASSERT_TRUE(Remove(Sha('2')).ok());
+  ASSERT_TRUE(Remove(Sha('1')).ok());
+}
+
+TEST_F(RemoteConformanceTest, MountsReattachesAfterRebootAndSnapshotterKill) {
+  ASSERT_NO_FATAL_FAILURE(PullImage());
+  Mounts before;
+  ASSERT_TRUE(Prepare("default/3/ctr", Sha('2'), {}, &before).ok());
+  // The snapshotter dies and the node reboots: blockd comes back empty.
+  daemon_->Kill();
+  blockd_->Forget();
+  ASSERT_TRUE(daemon_->Start(DaemonArgs()).ok()) << daemon_->Log();
+  stub_ = daemon_->Connect();
+  Mounts after;
+  grpc::Status st = GetMountsOf("default/3/ctr", &after);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(after.size(), 1);
+  EXPECT_EQ(after[0].SerializeAsString(), before[0].SerializeAsString());
+  EXPECT_EQ(blockd_->attach_calls(), 2);
+  ASSERT_EQ(blockd_->devices().size(), 1u);
+  const std::string rootfs = MountPoint();
+  ASSERT_TRUE(mounter().Mount(after, rootfs).ok());
+  EXPECT_TRUE(std::filesystem::exists(rootfs + "/" + std::string(12, 'a')));
+  ASSERT_TRUE(mounter().Unmount(rootfs).ok());
+  // A snapshotter restart alone (blockd kept its devices) takes no new reference.
+  Restart();
+  ASSERT_TRUE(GetMountsOf("default/3/ctr", &after).ok());
+  EXPECT_EQ(blockd_->devices().begin()->second.refcount, 1u);
+}
+
+TEST_F(RemoteConformanceTest, BlockdDownIsUnavailableAndLeavesNoSnapshot) {
+  ASSERT_NO_FATAL_FAILURE(PullImage());
+  StopBlockd();
+  grpc::Status st = Prepare("default/3/ctr", Sha('2'));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
+  EXPECT_EQ(Stat("default/3/ctr").error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_NO_FATAL_FAILURE(StartBlockd());
+  st = Prepare("default/3/ctr", Sha('2'));
+  EXPECT_TRUE(st.ok()) << st.error_message();
+}
+
+TEST_F(ConformanceTest, RemoteLayersDisabledMeansContainerdDownloads) {
+  // The default fixture runs with blockd_address = "": an overlaybd layer is an ordinary one.
+  Mounts mounts;
+  grpc::Status st = Prepare("default/1/extract", "",
+                            {{"containerd.io/snapshot.ref", Sha('1')},
+                             {"containerd.io/snapshot/overlaybd/blob-digest", Sha('a')},
+                             {"containerd.io/snapshot/overlaybd/blob-size", "10"},
+                             {"containerd.io/snapshot/dadi/repository", "registry.test/app"}},
+                            &mounts);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(mounts[0].type(), "bind");
+  EXPECT_EQ(Stat(Sha('1')).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 }  // namespace
