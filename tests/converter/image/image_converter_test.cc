@@ -289,6 +289,40 @@ TEST_F(ImageConverterTest, OciLayoutRewritesManifestAndConfig) {
   EXPECT_EQ(config["architecture"], "amd64");
 }
 
+TEST_F(ImageConverterTest, PlainProgressAndJsonSummary) {
+  LayoutBuilder src(dir_.Join("src"));
+  src.Tag(src.Image({"base", "app"}), "v1");
+  auto s = ParseImageReference("oci:" + src.dir() + ":v1");
+  auto d = ParseImageReference("oci:" + dir_.Join("dst"));
+  auto source = OpenImageSource(*s, nullptr, dir_.path());
+  auto dest = OpenImageDestination(*d, nullptr, dir_.path());
+  char* text = nullptr;
+  size_t len = 0;
+  FILE* out = open_memstream(&text, &len);
+  ASSERT_NE(out, nullptr);
+  auto progress = NewPlainProgress(out);
+  ConvertOptions o;
+  o.store_dir = dir_.Join("blobs");
+  o.work_dir = dir_.path();
+  ImageConverter conv(o, fake_.Fn(), nullptr, progress.get());
+  auto sum = conv.Convert(**source, **dest);
+  std::fclose(out);
+  std::string lines(text, len);
+  std::free(text);
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_TRUE(absl::StrContains(lines, "layer 1/2 sha256:")) << lines;
+  EXPECT_TRUE(absl::StrContains(lines, "applying")) << lines;
+  EXPECT_TRUE(absl::StrContains(lines, "layer 2/2")) << lines;
+  EXPECT_TRUE(absl::StrContains(lines, "done")) << lines;
+  EXPECT_TRUE(absl::StrContains(lines, "(uploaded)")) << lines;
+  auto j = json::parse(sum->ToJson());
+  EXPECT_EQ(j["layers"], 2);
+  EXPECT_EQ(j["digest"], sum->digest);
+  EXPECT_EQ(j["bytes_in"], sum->bytes_in);
+  EXPECT_GT(j["bytes_out"].get<uint64_t>(), 0u);
+  EXPECT_EQ(j["blobs_uploaded"], 2);
+}
+
 TEST_F(ImageConverterTest, DeterministicOutput) {
   LayoutBuilder src(dir_.Join("src"));
   src.Tag(src.Image({"base", "app", "more"}), "v1");
