@@ -1,6 +1,7 @@
 #include "snapshotter/config.h"
 
 #include <fstream>
+#include <sstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -15,6 +16,22 @@ TEST(ConfigTest, DefaultsAreDocumented) {
   EXPECT_EQ(c.address, "/run/dadi/snapshotter.sock");
   EXPECT_EQ(c.log_level, "info");
   EXPECT_EQ(c.blockd_address, "/run/dadi/blockd.sock");
+}
+
+TEST(ConfigTest, ShippedFileHoldsTheDefaults) {
+  // Tests run from the repository root.
+  std::ifstream in("deploy/snapshotter.toml");
+  ASSERT_TRUE(in.good());
+  std::stringstream text;
+  text << in.rdbuf();
+  Config shipped;
+  shipped.root = shipped.address = shipped.log_level = shipped.blockd_address = "unset";
+  ASSERT_TRUE(ApplyConfigToml(text.str(), "deploy/snapshotter.toml", &shipped).ok());
+  const Config defaults;
+  EXPECT_EQ(shipped.root, defaults.root);
+  EXPECT_EQ(shipped.address, defaults.address);
+  EXPECT_EQ(shipped.log_level, defaults.log_level);
+  EXPECT_EQ(shipped.blockd_address, defaults.blockd_address);
 }
 
 TEST(ConfigTest, BlockdAddress) {
