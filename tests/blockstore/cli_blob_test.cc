@@ -3,8 +3,12 @@
 
 #include <cstdio>
 #include <fstream>
+#include <random>
 
+#include "blockstore/blob/layer_blob.h"
 #include "blockstore/file/file.h"
+#include "blockstore/lsmt/layer_stack.h"
+#include "blockstore/lsmt/writable_layer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/blockstore/test_util.h"
@@ -95,6 +99,44 @@ TEST(CliBlobTest, CommitMergeAndExportGiveTheReferenceImage) {
   Result info = Dadi("blob lsmt info --json " + dir.Join("merged.commit"));
   ASSERT_EQ(info.code, 0);
   EXPECT_EQ(nlohmann::json::parse(info.out)["uuid"], "22222222-2222-2222-2222-222222222222");
+}
+
+TEST(CliBlobTest, CommitWritableLayerIntoBlob) {
+  testing::ScratchDir dir;
+  std::string model(1 << 20, '\0');
+  {
+    auto layer = WritableLayer::Create(dir.Join("data"), dir.Join("index"),
+                                       LayerInfo{1 << 20, "top", "base", "cli"});
+    ASSERT_TRUE(layer.ok());
+    std::mt19937_64 rng(8);
+    for (int i = 0; i < 50; ++i) {
+      uint64_t off = (rng() % 2000) * 512;
+      std::string d = testing::RandomBytes(512 * (1 + rng() % 20), rng);
+      ASSERT_TRUE((*layer)->Write(off, d).ok());
+      model.replace(off, d.size(), d);
+    }
+    ASSERT_TRUE((*layer)->Sync().ok());
+  }
+  ASSERT_EQ(Dadi("blob lsmt commit --blob --algorithm zstd " + dir.Join("data") + " " +
+                 dir.Join("index") + " " + dir.Join("top.commit"))
+                .code,
+            0);
+  auto f = OpenLocalFile(dir.Join("top.commit"));
+  ASSERT_TRUE(f.ok());
+  auto blob = LayerBlob::Open(std::shared_ptr<const RandomAccessFile>(*std::move(f)));
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  EXPECT_EQ((*blob)->layer()->trailer().uuid, "top");
+  EXPECT_EQ((*blob)->layer()->trailer().parent_uuid, "base");
+  auto stack = LayerStack::Create({(*blob)->layer()});
+  ASSERT_TRUE(stack.ok());
+  std::string all(model.size(), 'x');
+  ASSERT_TRUE(PreadExact(**stack, 0, all.size(), all.data(), "all").ok());
+  EXPECT_TRUE(all == model);
+  // A missing index file is a clean error.
+  EXPECT_EQ(
+      Dadi("blob lsmt commit " + dir.Join("data") + " " + dir.Join("nope") + " " + dir.Join("x"))
+          .code,
+      1);
 }
 
 }  // namespace
