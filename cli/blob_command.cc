@@ -391,15 +391,20 @@ void RegisterBlobCommands(CLI::App& app, int& exit_code) {
                      top.user_tag});
       absl::Status s = w.status();
       std::string buf;
+      constexpr uint64_t kMergeChunk = 4 << 20;
       for (const auto& m : (*stack)->index().mappings()) {
         if (!s.ok()) break;
         if (m.zeroed) {
           s = (*w)->AddZeroed(m.offset * 512, uint64_t{m.length} * 512);
           continue;
         }
-        buf.resize(uint64_t{m.length} * 512);
-        s = blockstore::PreadExact(**stack, m.offset * 512, buf.size(), buf.data(), "stack");
-        if (s.ok()) s = (*w)->AddData(m.offset * 512, buf);
+        // Merged segments can be long (contiguous pieces join): copy in bounded chunks.
+        const uint64_t end = m.end() * 512;
+        for (uint64_t off = m.offset * 512; s.ok() && off < end; off += kMergeChunk) {
+          buf.resize(std::min(kMergeChunk, end - off));
+          s = blockstore::PreadExact(**stack, off, buf.size(), buf.data(), "stack");
+          if (s.ok()) s = (*w)->AddData(off, buf);
+        }
       }
       if (s.ok()) s = (*w)->Finish();
       if (s.ok()) s = (*o)->Close();
