@@ -1,0 +1,76 @@
+// One OCI tar layer → one overlaybd layer blob: the layers below are opened as an LSMT stack, a
+// writable LSMT layer goes on top, the ext4 file system on the stack is created (first layer)
+// or opened, the tar applied, and the writable layer is committed as a sealed layer, compressed
+// as a ZFile and wrapped in the tar envelope. See docs/converter.md, "Layer conversion".
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "blockstore/file/file.h"
+#include "blockstore/lsmt/writable_layer.h"
+#include "converter/block_device.h"
+
+namespace dadi::converter {
+
+struct LayerConversionOptions {
+  std::string algorithm = "lz4";  // lz4 | zstd
+  int level = 0;                  // 0 = library default
+  uint32_t block_size = 4096;     // ZFile block size
+  uint64_t vsize = 64ull << 30;   // virtual disk size, used by the first layer only
+  int threads = 0;                // compression threads, 0 = all cores
+};
+
+struct ConvertedLayer {
+  std::string blob_path;  // the overlaybd layer blob written
+  std::string digest;     // "sha256:..." of the blob
+  uint64_t size = 0;
+  std::string uuid;
+};
+
+// Converts `tar` (plain, gzip or zstd) applied over the blobs `lower_blob_paths` (bottom first;
+// overlaybd layer blobs, bare ZFiles or sealed LSMT files) into a layer blob at `out_path`
+// (written to a temporary name beside it, fsynced, renamed). `uuid`/`parent_uuid` go into the
+// LSMT header and trailer (an empty parent is written as the zero uuid, as overlaybd does).
+// Deterministic: the same inputs and options give a byte-identical blob.
+absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
+                                            const std::vector<std::string>& lower_blob_paths,
+                                            const std::string& uuid, const std::string& parent_uuid,
+                                            const std::string& out_path,
+                                            const LayerConversionOptions& options);
+
+// Opens a stack of layer blobs (bottom first) read-only: the flat virtual disk.
+absl::StatusOr<std::shared_ptr<const blockstore::RandomAccessFile>> OpenLayerStack(
+    const std::vector<std::string>& blob_paths);
+
+// A BlockDevice over a writable LSMT layer stacked on read-only layers: reads see the writable
+// layer first, then `lower` (may be null: zeros); writes go to the writable layer only.
+class LsmtBlockDevice final : public BlockDevice {
+ public:
+  LsmtBlockDevice(std::shared_ptr<const blockstore::RandomAccessFile> lower,
+                  blockstore::WritableLayer* top);
+  uint64_t Size() const override;
+  absl::Status Pread(uint64_t offset, size_t n, char* buf) override;
+  absl::Status Pwrite(uint64_t offset, absl::string_view data) override;
+  absl::Status Flush() override;
+  std::string Name() const override;
+
+ private:
+  blockstore::WritableLayer* top_;
+  blockstore::WritableStack stack_;
+};
+
+// A BlockDevice over a read-only file (a layer stack) whose writes stay in memory (copy on
+// write), so a file system can be opened "read-write" without touching the file.
+std::unique_ptr<BlockDevice> NewCopyOnWriteBlockDevice(
+    std::shared_ptr<const blockstore::RandomAccessFile> file);
+
+// The ext4 uuid and directory hash seed a first layer gets from its LSMT uuid.
+std::array<uint8_t, 16> Ext4UuidFor(const std::string& layer_uuid);
+std::array<uint8_t, 16> Ext4HashSeedFor(const std::string& layer_uuid);
+
+}  // namespace dadi::converter
