@@ -7,9 +7,11 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -321,6 +323,75 @@ TEST_F(ImageConverterTest, PlainProgressAndJsonSummary) {
   EXPECT_EQ(j["bytes_in"], sum->bytes_in);
   EXPECT_GT(j["bytes_out"].get<uint64_t>(), 0u);
   EXPECT_EQ(j["blobs_uploaded"], 2);
+}
+
+// Wraps a destination: the first layer's upload waits until the second layer is being applied
+// (the pipeline overlaps them), or fails when asked to.
+class GatedDestination : public ImageDestination {
+ public:
+  GatedDestination(std::unique_ptr<ImageDestination> inner, std::shared_ptr<std::atomic<int>> calls,
+                   bool fail)
+      : inner_(std::move(inner)), calls_(std::move(calls)), fail_(fail) {}
+  absl::StatusOr<blockstore::PushOutcome> PutBlob(const std::string& digest,
+                                                  const std::string& path,
+                                                  const std::string& mount_from) override {
+    if (fail_) return absl::UnavailableError("registry went away");
+    if (puts_++ == 0) {
+      // Not a timing assertion: the bound only keeps a broken pipeline from hanging the test.
+      for (int i = 0; i < 1000 && calls_->load() < 2; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      overlapped_ = calls_->load() >= 2;
+    }
+    return inner_->PutBlob(digest, path, mount_from);
+  }
+  absl::StatusOr<blockstore::PushOutcome> PutSmallBlob(const std::string& digest,
+                                                       const std::string& data) override {
+    return inner_->PutSmallBlob(digest, data);
+  }
+  absl::Status PutManifest(const ManifestDocument& doc) override {
+    return inner_->PutManifest(doc);
+  }
+  absl::Status PutTopManifest(const ManifestDocument& doc) override {
+    return inner_->PutTopManifest(doc);
+  }
+  absl::Status Commit() override { return inner_->Commit(); }
+  bool overlapped() const { return overlapped_; }
+
+ private:
+  std::unique_ptr<ImageDestination> inner_;
+  std::shared_ptr<std::atomic<int>> calls_;
+  bool fail_;
+  int puts_ = 0;
+  std::atomic<bool> overlapped_{false};
+};
+
+TEST_F(ImageConverterTest, UploadOverlapsNextLayerAndFailsCleanly) {
+  LayoutBuilder src(dir_.Join("src"));
+  src.Tag(src.Image({"base", "app", "top"}), "v1");
+  for (bool fail : {false, true}) {
+    auto s = ParseImageReference("oci:" + src.dir() + ":v1");
+    auto d = ParseImageReference("oci:" + dir_.Join(fail ? "dst-fail" : "dst"));
+    auto source = OpenImageSource(*s, nullptr, dir_.path());
+    auto inner = OpenImageDestination(*d, nullptr, dir_.path());
+    ASSERT_TRUE(inner.ok());
+    FakeLayerConverter fake;
+    GatedDestination dest(*std::move(inner), fake.calls, fail);
+    ConvertOptions o;
+    o.store_dir = dir_.Join("blobs");
+    o.work_dir = dir_.path();
+    ImageConverter conv(o, fake.Fn(), nullptr, nullptr);
+    auto sum = conv.Convert(**source, dest);
+    if (fail) {
+      EXPECT_EQ(sum.status().code(), absl::StatusCode::kUnavailable);
+      EXPECT_TRUE(absl::StrContains(sum.status().message(), "upload of layer 1")) << sum.status();
+      EXPECT_FALSE(fs::exists(dir_.Join("dst-fail/index.json")));
+    } else {
+      ASSERT_TRUE(sum.ok()) << sum.status();
+      EXPECT_TRUE(dest.overlapped());
+      EXPECT_EQ(sum->pushes.uploaded, 3u);
+    }
+  }
 }
 
 TEST_F(ImageConverterTest, DeterministicOutput) {
