@@ -2,10 +2,12 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -74,6 +76,12 @@ std::array<uint8_t, 16> DigestBytes(absl::string_view seed) {
     out[i] = static_cast<uint8_t>(HexValue(hex[2 * i]) * 16 + HexValue(hex[2 * i + 1]));
   }
   return out;
+}
+
+double ProcessCpuSeconds() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
 absl::Status FsyncDir(const std::string& path) {
@@ -245,6 +253,13 @@ absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
         absl::StrCat("virtual size ", vsize, " is not a positive multiple of 4096"));
   }
 
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+  LayerConversionTimings timings;
+  Clock::time_point t0 = Clock::now();
+  double c0 = ProcessCpuSeconds();
   auto work = WorkDir::Create(out_path);
   if (!work.ok()) return work.status();
   blockstore::LayerInfo info;
@@ -276,6 +291,10 @@ absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
     if (absl::Status s = fs->Close(); !s.ok()) return s;
   }
 
+  timings.apply = since(t0);
+  timings.apply_cpu = ProcessCpuSeconds() - c0;
+  t0 = Clock::now();
+  c0 = ProcessCpuSeconds();
   // Commit → ZFile → tar envelope, straight into the blob file.
   const std::string tmp_blob = work->Join("blob");
   {
@@ -284,12 +303,19 @@ absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
     if (absl::Status s = (*layer)->Commit(writer->get()); !s.ok()) return s;
     if (absl::Status s = (*writer)->Close(); !s.ok()) return s;  // fsyncs
   }
+  timings.commit = since(t0);
+  timings.commit_cpu = ProcessCpuSeconds() - c0;
+  t0 = Clock::now();
+  c0 = ProcessCpuSeconds();
   // The envelope's head and the ZFile header are patched at Close, so hash afterwards (the blob
   // is still in the page cache).
   auto blob_file = blockstore::OpenLocalFile(tmp_blob);
   if (!blob_file.ok()) return blob_file.status();
   auto digest = blockstore::Sha256DigestOfFile(**blob_file);
   if (!digest.ok()) return digest.status();
+  timings.digest = since(t0);
+  timings.digest_cpu = ProcessCpuSeconds() - c0;
+  if (options.timings != nullptr) *options.timings = timings;
   ConvertedLayer out;
   out.size = (*blob_file)->Size();
   out.digest = *digest;

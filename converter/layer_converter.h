@@ -17,12 +17,23 @@
 
 namespace dadi::converter {
 
+// Where the time of one conversion went (wall seconds), for benchmarks and progress.
+struct LayerConversionTimings {
+  double apply = 0;   // tar → ext4 on the writable layer, file system closed
+  double commit = 0;  // sealed layer → ZFile → blob file, fsynced
+  double digest = 0;  // sha256 of the blob
+  // CPU seconds of the process in each phase (the machine may be shared: wall time alone
+  // says little).
+  double apply_cpu = 0, commit_cpu = 0, digest_cpu = 0;
+};
+
 struct LayerConversionOptions {
-  std::string algorithm = "lz4";  // lz4 | zstd
-  int level = 0;                  // 0 = library default
-  uint32_t block_size = 4096;     // ZFile block size
-  uint64_t vsize = 64ull << 30;   // virtual disk size, used by the first layer only
-  int threads = 0;                // compression threads, 0 = all cores
+  std::string algorithm = "lz4";              // lz4 | zstd
+  int level = 0;                              // 0 = library default
+  uint32_t block_size = 4096;                 // ZFile block size
+  uint64_t vsize = 64ull << 30;               // virtual disk size, used by the first layer only
+  int threads = 0;                            // compression threads, 0 = all cores
+  LayerConversionTimings* timings = nullptr;  // filled in when given
 };
 
 struct ConvertedLayer {
