@@ -31,6 +31,18 @@ class RandomAccessFile {
 
   // Human-readable name used in error messages (a path, or a blob digest).
   virtual std::string Name() const = 0;
+
+  // Drops any copy of [offset, offset + n) kept on the way to the origin (a node cache, bytes
+  // held in memory), so that the next Pread of the range refetches it from the origin (the
+  // registry). Readers call it when bytes fail verification (a ZFile block's CRC) and then reread
+  // once. Returns OK when a refetch is possible; UNIMPLEMENTED (the default) when there is no
+  // copy to drop, so rereading would give the same bytes (local and in-memory files); another
+  // error when dropping failed. Views onto another file forward it. Thread-safe like Pread.
+  virtual absl::Status Invalidate(uint64_t offset, uint64_t n) const {
+    (void)offset;
+    (void)n;
+    return absl::UnimplementedError(Name() + ": no cached copy to drop; the origin is local");
+  }
 };
 
 // Reads exactly n bytes at offset, or fails with OUT_OF_RANGE naming the file, `what` (the

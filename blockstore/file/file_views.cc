@@ -21,6 +21,10 @@ class SliceFile final : public RandomAccessFile {
   std::string Name() const override {
     return absl::StrCat(base_->Name(), "[", offset_, "+", size_, "]");
   }
+  absl::Status Invalidate(uint64_t offset, uint64_t n) const override {
+    if (offset >= size_) return absl::OkStatus();  // nothing of the window to drop
+    return base_->Invalidate(offset_ + offset, std::min<uint64_t>(n, size_ - offset));
+  }
 
  private:
   std::shared_ptr<const RandomAccessFile> base_;
@@ -52,12 +56,16 @@ absl::Status PrefetchedFile::Prefetch(uint64_t offset, size_t n) {
   uint64_t size = base_->Size();
   if (offset >= size) return absl::OkStatus();
   n = static_cast<size_t>(std::min<uint64_t>(n, size - offset));
-  for (const Range& r : ranges_) {
-    if (offset >= r.offset && offset + n <= r.offset + r.data.size()) return absl::OkStatus();
+  {
+    absl::MutexLock lock(&mu_);
+    for (const Range& r : ranges_) {
+      if (offset >= r.offset && offset + n <= r.offset + r.data.size()) return absl::OkStatus();
+    }
   }
   Range range{offset, std::string(n, '\0')};
   absl::Status s = PreadExact(*base_, offset, n, range.data.data(), "prefetched range");
   if (!s.ok()) return s;
+  absl::MutexLock lock(&mu_);
   ranges_.push_back(std::move(range));
   return absl::OkStatus();
 }
@@ -66,13 +74,26 @@ absl::StatusOr<size_t> PrefetchedFile::Pread(uint64_t offset, size_t n, char* bu
   uint64_t size = base_->Size();
   if (offset >= size) return 0;
   size_t want = static_cast<size_t>(std::min<uint64_t>(n, size - offset));
-  for (const Range& r : ranges_) {
-    if (offset >= r.offset && offset + want <= r.offset + r.data.size()) {
-      std::memcpy(buf, r.data.data() + (offset - r.offset), want);
-      return want;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const Range& r : ranges_) {
+      if (offset >= r.offset && offset + want <= r.offset + r.data.size()) {
+        std::memcpy(buf, r.data.data() + (offset - r.offset), want);
+        return want;
+      }
     }
   }
   return base_->Pread(offset, want, buf);
+}
+
+absl::Status PrefetchedFile::Invalidate(uint64_t offset, uint64_t n) const {
+  {
+    absl::MutexLock lock(&mu_);
+    std::erase_if(ranges_, [&](const Range& r) {
+      return offset < r.offset + r.data.size() && r.offset < offset + n;
+    });
+  }
+  return base_->Invalidate(offset, n);
 }
 
 }  // namespace dadi::blockstore

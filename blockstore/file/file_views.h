@@ -9,12 +9,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "blockstore/file/file.h"
 
 namespace dadi::blockstore {
 
 // Bytes [offset, offset + size) of `base`, seen as a file of its own. Fails if the window does
-// not lie inside `base`. Thread-safe like `base`.
+// not lie inside `base`. Thread-safe like `base`. Invalidate forwards the range, moved into
+// `base` (and clipped to the window).
 absl::StatusOr<std::shared_ptr<RandomAccessFile>> NewSliceFile(
     std::shared_ptr<const RandomAccessFile> base, uint64_t offset, uint64_t size);
 
@@ -25,6 +28,9 @@ class CountingFile final : public RandomAccessFile {
   uint64_t Size() const override { return base_->Size(); }
   absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override;
   std::string Name() const override { return base_->Name(); }
+  absl::Status Invalidate(uint64_t offset, uint64_t n) const override {
+    return base_->Invalidate(offset, n);
+  }
 
   uint64_t reads() const { return reads_.load(std::memory_order_relaxed); }
   uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
@@ -37,17 +43,22 @@ class CountingFile final : public RandomAccessFile {
 
 // Serves reads that fall entirely inside one of a few ranges fetched ahead (a blob's head and
 // tail, where all of its metadata lives) from memory; everything else goes to `base`.
+// Invalidate forgets the prefetched ranges it overlaps (their bytes may be the bad copy) and
+// forwards to `base`.
 class PrefetchedFile final : public RandomAccessFile {
  public:
   explicit PrefetchedFile(std::shared_ptr<const RandomAccessFile> base) : base_(std::move(base)) {}
-  // Reads [offset, offset + n) of base (clipped to its size) with one Pread and keeps it. Not
-  // thread-safe: call before sharing the file.
+  // Reads [offset, offset + n) of base (clipped to its size) with one Pread and keeps it.
   absl::Status Prefetch(uint64_t offset, size_t n);
-  // Forgets the prefetched ranges (their bytes have been parsed). Not thread-safe either.
-  void Clear() { ranges_.clear(); }
+  // Forgets the prefetched ranges (their bytes have been parsed).
+  void Clear() {
+    absl::MutexLock lock(&mu_);
+    ranges_.clear();
+  }
   uint64_t Size() const override { return base_->Size(); }
   absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override;
   std::string Name() const override { return base_->Name(); }
+  absl::Status Invalidate(uint64_t offset, uint64_t n) const override;
 
  private:
   struct Range {
@@ -55,7 +66,9 @@ class PrefetchedFile final : public RandomAccessFile {
     std::string data;
   };
   std::shared_ptr<const RandomAccessFile> base_;
-  std::vector<Range> ranges_;
+  // Invalidate may drop ranges while other threads read.
+  mutable absl::Mutex mu_;
+  mutable std::vector<Range> ranges_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace dadi::blockstore

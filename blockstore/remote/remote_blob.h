@@ -53,9 +53,10 @@ class RemoteBlob final : public RandomAccessFile {
   std::string Name() const override;
 
   // Drops the cached units overlapping [offset, offset+len): the next read of them goes to the
-  // registry again. The ZFile reader calls this when a block's CRC fails, rereads once, and
-  // fails with EIO/DATA_LOSS if the CRC fails again — so wrong bytes are never returned.
-  absl::Status Invalidate(uint64_t offset, uint64_t len) const;
+  // registry again (RandomAccessFile::Invalidate). The ZFile reader calls this when a block's
+  // CRC fails, rereads once, and fails with EIO/DATA_LOSS if the CRC fails again — so wrong
+  // bytes are never returned.
+  absl::Status Invalidate(uint64_t offset, uint64_t len) const override;
 
   // Starts downloading every missing unit in a background thread (at most one per RemoteBlob).
   // When all are present the sha256 is verified: on a match reads stay local for good; on a

@@ -157,9 +157,28 @@ absl::Status ZFileReader::DecodeInto(uint64_t i, const char* stored, char* dst) 
   return absl::OkStatus();
 }
 
+absl::Status ZFileReader::DecodeOrRefetch(uint64_t i, const char* stored, char* dst) const {
+  absl::Status s = DecodeInto(i, stored, dst);
+  if (s.code() != absl::StatusCode::kDataLoss) return s;
+  const size_t len = stored_block_length(i);
+  if (absl::Status inv = file_->Invalidate(offsets_[i], len); !inv.ok()) {
+    if (inv.code() == absl::StatusCode::kUnimplemented) return s;  // rereading gives the same
+    return absl::DataLossError(absl::StrCat(s.message(), "; cannot refetch: ", inv.message()));
+  }
+  refetched_.fetch_add(1, std::memory_order_relaxed);
+  std::string fresh(len, '\0');
+  if (absl::Status r = PreadExact(*file_, offsets_[i], len, fresh.data(), "ZFile block (refetch)");
+      !r.ok()) {
+    return r;
+  }
+  s = DecodeInto(i, fresh.data(), dst);
+  if (s.code() != absl::StatusCode::kDataLoss) return s;
+  return absl::DataLossError(absl::StrCat(s.message(), " (again after refetching it)"));
+}
+
 absl::StatusOr<BlockCache::Value> ZFileReader::DecodeBlock(uint64_t i, const char* stored) const {
   std::shared_ptr<CachedBlock> out = cache_->Allocate(BlockLength(i));
-  if (absl::Status s = DecodeInto(i, stored, out->mutable_data()); !s.ok()) return s;
+  if (absl::Status s = DecodeOrRefetch(i, stored, out->mutable_data()); !s.ok()) return s;
   return BlockCache::Value(std::move(out));
 }
 
@@ -206,7 +225,9 @@ absl::StatusOr<size_t> ZFileReader::Pread(uint64_t offset, size_t n, char* buf) 
       // straight into the caller's buffer and not cached (the reader above caches pages).
       const uint64_t block_start = k * bs;
       if (last > first && block_start >= offset && block_start + BlockLength(k) <= offset + want) {
-        if (absl::Status s = DecodeInto(k, src, buf + (block_start - offset)); !s.ok()) return s;
+        if (absl::Status s = DecodeOrRefetch(k, src, buf + (block_start - offset)); !s.ok()) {
+          return s;
+        }
         continue;
       }
       absl::StatusOr<BlockCache::Value> v = DecodeBlock(k, src);
@@ -234,7 +255,7 @@ absl::Status ZFileReader::VerifyAll() const {
     }
     for (uint64_t k = i; k < j; ++k) {
       if (absl::Status s =
-              DecodeInto(k, stored.data() + (offsets_[k] - offsets_[i]), scratch.data());
+              DecodeOrRefetch(k, stored.data() + (offsets_[k] - offsets_[i]), scratch.data());
           !s.ok()) {
         return s;
       }

@@ -3,6 +3,7 @@
 // BlockCache that may be shared by many readers.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -39,8 +40,10 @@ class ZFileReader final : public RandomAccessFile {
 
   // The decompressed size.
   uint64_t Size() const override { return info_.original_file_size; }
-  // Reads decompressed bytes. Errors: DATA_LOSS naming the file and block for a bad CRC or a
-  // block that does not decompress; the underlying file's errors.
+  // Reads decompressed bytes. A block that fails its CRC or does not decompress may be a bad
+  // cached copy: its stored bytes are invalidated in the file (RandomAccessFile::Invalidate) and
+  // read once more; wrong bytes are never returned. Errors: DATA_LOSS naming the file, block and
+  // offset when the block is still bad (or the file cannot refetch it); the file's errors.
   absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override;
   std::string Name() const override { return file_->Name(); }
 
@@ -56,14 +59,21 @@ class ZFileReader final : public RandomAccessFile {
     return static_cast<uint32_t>(offsets_[i + 1] - offsets_[i]);
   }
 
-  // Reads, checks and decompresses every block (bypassing the cache).
+  // Reads, checks and decompresses every block (bypassing the cache), refetching bad blocks
+  // once like Pread.
   absl::Status VerifyAll() const;
+
+  // Blocks that failed verification and were reread from the file's origin.
+  uint64_t refetched_blocks() const { return refetched_.load(std::memory_order_relaxed); }
 
  private:
   ZFileReader(std::shared_ptr<const RandomAccessFile> file, ZFileReaderOptions options);
   size_t BlockLength(uint64_t i) const;
   // Checks and decompresses block i from its stored bytes into dst (BlockLength(i) bytes).
   absl::Status DecodeInto(uint64_t i, const char* stored, char* dst) const;
+  // DecodeInto; on DATA_LOSS invalidates the block's stored bytes in the file and decodes a
+  // fresh read of them once.
+  absl::Status DecodeOrRefetch(uint64_t i, const char* stored, char* dst) const;
   // The same into fresh cache memory.
   absl::StatusOr<BlockCache::Value> DecodeBlock(uint64_t i, const char* stored) const;
   void* AcquireDctx() const;
@@ -76,6 +86,7 @@ class ZFileReader final : public RandomAccessFile {
   ZFileHeader header_;
   ZFileHeader info_;
   std::vector<uint64_t> offsets_;  // block i is stored at [offsets_[i], offsets_[i+1])
+  mutable std::atomic<uint64_t> refetched_{0};
   mutable absl::Mutex dctx_mu_;
   mutable std::vector<void*> dctx_pool_ ABSL_GUARDED_BY(dctx_mu_);
 };

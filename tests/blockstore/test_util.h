@@ -59,6 +59,45 @@ class FaultInjectionFile final : public blockstore::RandomAccessFile {
   mutable std::atomic<int64_t> reads_{0};
 };
 
+// A cached copy gone bad: flips a bit of byte `at` in the first `times` reads that cover it
+// (every read when `times` < 0). Invalidate succeeds, as for a file that can refetch, and is
+// counted with the range it was given.
+class CorruptingFile final : public blockstore::RandomAccessFile {
+ public:
+  CorruptingFile(std::shared_ptr<const blockstore::RandomAccessFile> base, uint64_t at, int times)
+      : base_(std::move(base)), at_(at), times_(times) {}
+  uint64_t Size() const override { return base_->Size(); }
+  absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override {
+    reads_.fetch_add(1);
+    absl::StatusOr<size_t> got = base_->Pread(offset, n, buf);
+    if (got.ok() && at_ >= offset && at_ < offset + *got &&
+        (times_ < 0 || corrupted_.load() < times_)) {
+      corrupted_.fetch_add(1);
+      buf[at_ - offset] ^= 0x10;
+    }
+    return got;
+  }
+  std::string Name() const override { return base_->Name(); }
+  absl::Status Invalidate(uint64_t offset, uint64_t n) const override {
+    invalidations_.fetch_add(1);
+    last_invalidated_offset_ = offset;
+    last_invalidated_length_ = n;
+    return absl::OkStatus();
+  }
+  int64_t reads() const { return reads_.load(); }
+  int64_t corrupted() const { return corrupted_.load(); }
+  int64_t invalidations() const { return invalidations_.load(); }
+  uint64_t last_invalidated_offset() const { return last_invalidated_offset_.load(); }
+  uint64_t last_invalidated_length() const { return last_invalidated_length_.load(); }
+
+ private:
+  std::shared_ptr<const blockstore::RandomAccessFile> base_;
+  uint64_t at_;
+  int times_;
+  mutable std::atomic<int64_t> reads_{0}, corrupted_{0}, invalidations_{0};
+  mutable std::atomic<uint64_t> last_invalidated_offset_{0}, last_invalidated_length_{0};
+};
+
 // `n` bytes mixing random, repetitive text and zero runs (compressible in parts, like disks).
 std::string MixedData(size_t n, uint32_t seed);
 std::string RandomBytes(size_t n, std::mt19937_64& rng);

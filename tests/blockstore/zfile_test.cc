@@ -3,6 +3,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "blockstore/file/coding.h"
 #include "blockstore/file/file_views.h"
 #include "blockstore/zfile/crc32c.h"
@@ -340,6 +341,131 @@ TEST(ZFileCorruptionTest, JumpTableEntriesAreBounded) {
     bad2 = WithTrailer(bad2, [&](ZFileHeader& t) { t.index_crc = crc; });
     EXPECT_EQ(OpenBytes(bad2).status().code(), absl::StatusCode::kDataLoss);
   }
+}
+
+// A bad copy of a block (a node cache unit gone bad): the reader invalidates the block's stored
+// bytes, rereads them once, and returns right bytes or DATA_LOSS — never wrong bytes.
+class ZFileIntegrityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_ = testing::MixedData(8 * 4096 + 100, 19);
+    z_ = Compress(data_, {});
+    auto good = OpenBytes(z_);
+    ASSERT_TRUE(good.ok()) << good.status();
+    start_ = ZFileHeader::kEncodedLength;
+    for (uint64_t k = 0; k < kBlock; ++k) start_ += (*good)->stored_block_length(k);
+    len_ = (*good)->stored_block_length(kBlock);
+  }
+  // A reader over z_ whose byte in the middle of block kBlock is flipped `times` times.
+  std::unique_ptr<ZFileReader> OpenCorrupted(int times) {
+    bad_ = std::make_shared<testing::CorruptingFile>(
+        std::shared_ptr<const RandomAccessFile>(NewMemoryFile(z_)), start_ + len_ / 2, times);
+    auto r = ZFileReader::Open(bad_);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *std::move(r) : nullptr;
+  }
+
+  static constexpr uint64_t kBlock = 2;
+  std::string data_, z_;
+  uint64_t start_ = 0;
+  uint32_t len_ = 0;
+  std::shared_ptr<testing::CorruptingFile> bad_;
+};
+
+TEST_F(ZFileIntegrityTest, BadCopyIsRefetchedOnceAndTheReadSucceeds) {
+  // A read inside the block (decoded into the cache), a read spanning every block (decoded into
+  // the caller's buffer), and VerifyAll.
+  enum Shape { kInside, kSpanning, kVerifyAll };
+  for (Shape shape : {kInside, kSpanning, kVerifyAll}) {
+    SCOPED_TRACE(shape);
+    std::unique_ptr<ZFileReader> r = OpenCorrupted(1);
+    ASSERT_NE(r, nullptr);
+    const int64_t reads = bad_->reads();
+    if (shape == kVerifyAll) {
+      EXPECT_TRUE(r->VerifyAll().ok());
+    } else {
+      const uint64_t off = shape == kInside ? kBlock * 4096 + 10 : 0;
+      const size_t n = shape == kInside ? 100 : data_.size();
+      std::string buf(n, '\0');
+      ASSERT_TRUE(PreadExact(*r, off, n, buf.data(), "test").ok());
+      EXPECT_EQ(buf, data_.substr(off, n));
+    }
+    EXPECT_EQ(bad_->corrupted(), 1);
+    EXPECT_EQ(bad_->invalidations(), 1);
+    EXPECT_EQ(bad_->last_invalidated_offset(), start_);
+    EXPECT_EQ(bad_->last_invalidated_length(), len_);
+    EXPECT_EQ(bad_->reads() - reads, 2);  // the read, and one reread of the block
+    EXPECT_EQ(r->refetched_blocks(), 1u);
+  }
+}
+
+TEST_F(ZFileIntegrityTest, StillBadAfterRefetchIsDataLossNeverWrongBytes) {
+  std::unique_ptr<ZFileReader> r = OpenCorrupted(-1);
+  ASSERT_NE(r, nullptr);
+  for (int attempt = 0; attempt < 2; ++attempt) {  // nothing wrong was cached by the first
+    const int64_t reads = bad_->reads();
+    std::string buf(data_.size(), '\0');
+    absl::StatusOr<size_t> got = r->Pread(0, buf.size(), buf.data());
+    ASSERT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << got.status();
+    const std::string msg(got.status().message());
+    EXPECT_NE(msg.find("memory"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(absl::StrCat("block ", kBlock, " (at offset ", start_, ")")),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("CRC"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("again after refetching"), std::string::npos) << msg;
+    EXPECT_EQ(bad_->reads() - reads, 2);
+    EXPECT_EQ(bad_->invalidations(), attempt + 1);
+  }
+  EXPECT_EQ(r->VerifyAll().code(), absl::StatusCode::kDataLoss);
+  // Other blocks read fine.
+  std::string buf(4096, '\0');
+  ASSERT_TRUE(PreadExact(*r, 0, buf.size(), buf.data(), "test").ok());
+  EXPECT_EQ(buf, data_.substr(0, buf.size()));
+}
+
+TEST_F(ZFileIntegrityTest, FileThatCannotRefetchIsNotReread) {
+  std::string z = z_;
+  z[start_ + len_ / 2] ^= 0x10;
+  auto counting =
+      std::make_shared<CountingFile>(std::shared_ptr<const RandomAccessFile>(NewMemoryFile(z)));
+  auto r = ZFileReader::Open(counting);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const uint64_t reads = counting->reads();
+  char buf[100];
+  absl::StatusOr<size_t> got = (*r)->Pread(kBlock * 4096, sizeof(buf), buf);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << got.status();
+  EXPECT_EQ(got.status().message().find("again"), std::string::npos) << got.status();
+  EXPECT_EQ(counting->reads() - reads, 1u);
+  EXPECT_EQ((*r)->refetched_blocks(), 0u);
+}
+
+// Slice, counting and prefetched views forward Invalidate; a prefetched view forgets the bad copy
+// it holds in memory.
+TEST_F(ZFileIntegrityTest, ViewsForwardInvalidate) {
+  constexpr uint64_t kPrefix = 1000;
+  auto bad = std::make_shared<testing::CorruptingFile>(
+      std::shared_ptr<const RandomAccessFile>(NewMemoryFile(std::string(kPrefix, 'x') + z_)),
+      kPrefix + start_ + len_ / 2, 1);
+  auto counting = std::make_shared<CountingFile>(bad);
+  auto prefetched = std::make_shared<PrefetchedFile>(counting);
+  ASSERT_TRUE(prefetched->Prefetch(0, kPrefix + z_.size()).ok());
+  EXPECT_EQ(bad->corrupted(), 1);  // the prefetched copy is the bad one
+  auto slice = NewSliceFile(prefetched, kPrefix, z_.size());
+  ASSERT_TRUE(slice.ok()) << slice.status();
+  auto r = ZFileReader::Open(*slice);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::string all(data_.size(), '\0');
+  ASSERT_TRUE(PreadExact(**r, 0, all.size(), all.data(), "test").ok());
+  EXPECT_EQ(all, data_);
+  EXPECT_EQ(bad->invalidations(), 1);
+  EXPECT_EQ(bad->last_invalidated_offset(), kPrefix + start_);
+  EXPECT_EQ(bad->last_invalidated_length(), len_);
+  EXPECT_EQ((*r)->refetched_blocks(), 1u);
+  // A range past the window has nothing to drop there; files without a cache cannot refetch.
+  EXPECT_TRUE((*slice)->Invalidate(z_.size() + 5, 10).ok());
+  EXPECT_EQ(bad->invalidations(), 1);
+  EXPECT_EQ(NewMemoryFile("abc")->Invalidate(0, 3).code(), absl::StatusCode::kUnimplemented);
 }
 
 }  // namespace
