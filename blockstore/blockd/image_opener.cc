@@ -27,6 +27,12 @@ class OpenLayer::CountingBlob final : public RandomAccessFile {
     }
     return got;
   }
+  // Lets a reader that found bad bytes (a ZFile block failing its CRC) drop the node cache's
+  // copy and refetch. Deliberately without `override`: it overrides
+  // RandomAccessFile::Invalidate where the interface has it, and is harmless where not.
+  absl::Status Invalidate(uint64_t offset, uint64_t n) const {
+    return remote_->Invalidate(offset, n);
+  }
   LayerCounters Counters() const {
     LayerCounters c;
     c.blob_reads = reads_.load(std::memory_order_relaxed);
