@@ -12,4 +12,7 @@ void RegisterBlobCommands(CLI::App& app, int& exit_code);
 // `dadi convert SRC DST`: OCI/Docker image to overlaybd image (convert_command.cc).
 void RegisterConvertCommands(CLI::App& app, int& exit_code);
 
+// `dadi verify CONVERTED --source SRC`: converted image's tree vs the source's (verify_command.cc).
+void RegisterVerifyCommands(CLI::App& app, int& exit_code);
+
 }  // namespace dadi::cli

@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   dadi::cli::RegisterBlobCommands(app, exit_code);
   dadi::cli::RegisterConvertCommands(app, exit_code);
+  dadi::cli::RegisterVerifyCommands(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -1,0 +1,122 @@
+// `dadi verify CONVERTED --source SRC`: the file tree of a converted overlaybd image must equal
+// the tree of its source image with the layers applied (converter/verifier.h). Exit 0 when they
+// match, 1 with the list of differences (or an error).
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "blockstore/remote/registry_client.h"
+#include "cli/commands.h"
+#include "converter/image/image_reference.h"
+#include "converter/image/image_store.h"
+#include "converter/verifier.h"
+
+namespace dadi::cli {
+namespace {
+
+namespace image = converter::image;
+
+struct VerifyFlags {
+  std::string converted, source;
+  std::string platform;
+  std::vector<std::string> insecure;
+  bool plain_http = false;
+  std::string authfile;
+};
+
+absl::StatusOr<converter::VerifyReport> RunVerify(const VerifyFlags& f) {
+  auto conv_ref = image::ParseImageReference(f.converted);
+  if (!conv_ref.ok()) return conv_ref.status();
+  auto src_ref = image::ParseImageReference(f.source);
+  if (!src_ref.ok()) return src_ref.status();
+  blockstore::RegistryConfig config;
+  std::string authfile = f.authfile;
+  if (authfile.empty() && std::getenv("HOME") != nullptr) {
+    std::string def = absl::StrCat(std::getenv("HOME"), "/.docker/config.json");
+    if (std::filesystem::exists(def)) authfile = def;
+  }
+  if (!authfile.empty()) {
+    if (absl::Status s = blockstore::LoadDockerConfigFile(authfile, &config); !s.ok()) return s;
+  }
+  for (const auto& h : f.insecure) config.hosts[h].insecure_skip_verify = true;
+  if (f.plain_http) {
+    for (const auto* r : {&*conv_ref, &*src_ref}) {
+      if (r->transport == image::Transport::kDocker)
+        config.hosts[r->registry.registry].plain_http = true;
+    }
+  }
+  auto client = std::make_shared<blockstore::RegistryClient>(config);
+
+  converter::VerifyOptions options;
+  if (!f.platform.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(f.platform, '/');
+    if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--platform \"", f.platform, "\": want os/arch[/variant]"));
+    }
+    blockstore::Platform p;
+    p.os = parts[0];
+    p.architecture = parts[1];
+    if (parts.size() == 3) p.variant = parts[2];
+    options.platform = p;
+  }
+  const char* tmp_env = std::getenv("TMPDIR");
+  std::string work = absl::StrCat(tmp_env != nullptr ? tmp_env : "/tmp", "/dadi-verify-XXXXXX");
+  if (::mkdtemp(work.data()) == nullptr) return absl::InternalError(absl::StrCat("mkdtemp ", work));
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code e;
+      std::filesystem::remove_all(dir, e);
+    }
+  } cleanup{work};
+  options.work_dir = work;
+  std::filesystem::create_directories(work + "/converted");
+  std::filesystem::create_directories(work + "/source");
+  auto converted = image::OpenImageSource(*conv_ref, client, work + "/converted");
+  if (!converted.ok()) return converted.status();
+  auto source = image::OpenImageSource(*src_ref, client, work + "/source");
+  if (!source.ok()) return source.status();
+  return converter::VerifyImage(**converted, **source, options);
+}
+
+}  // namespace
+
+void RegisterVerifyCommands(CLI::App& app, int& exit_code) {
+  auto f = std::make_shared<VerifyFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "verify", "check that a converted image holds the same files as its source image");
+  cmd->add_option("CONVERTED", f->converted, "converted image: docker://REF, oci:DIR[:TAG], ...")
+      ->required();
+  cmd->add_option("--source", f->source, "source image: docker://REF, oci:DIR[:TAG], ...")
+      ->required();
+  cmd->add_option("--platform", f->platform, "platform of an index (os/arch[/variant])");
+  cmd->add_option("--insecure-registry", f->insecure,
+                  "registry host to reach without TLS verification");
+  cmd->add_flag("--plain-http", f->plain_http, "talk plain HTTP to the registries");
+  cmd->add_option("--authfile", f->authfile, "docker config.json with credentials");
+  cmd->callback([f, &exit_code] {
+    auto report = RunVerify(*f);
+    if (!report.ok()) {
+      std::fprintf(stderr, "dadi verify: %s\n", report.status().ToString().c_str());
+      exit_code = 1;
+      return;
+    }
+    std::string what = report->platform.empty() ? "" : absl::StrCat(" (", report->platform, ")");
+    if (report->differences.empty()) {
+      std::printf("OK%s: %d layers, %llu entries identical\n", what.c_str(), report->layers,
+                  static_cast<unsigned long long>(report->entries));
+      return;
+    }
+    std::printf("MISMATCH%s: %zu differences\n", what.c_str(), report->differences.size());
+    for (const std::string& d : report->differences) std::printf("  %s\n", d.c_str());
+    exit_code = 1;
+  });
+}
+
+}  // namespace dadi::cli
