@@ -26,6 +26,18 @@ absl::StatusOr<std::shared_ptr<PrefetchedFile>> Prefetch(
 
 }  // namespace
 
+absl::Status LayerBlob::OpenZFileLayer(std::shared_ptr<const RandomAccessFile> file,
+                                       const ZFileReaderOptions& options) {
+  absl::StatusOr<std::unique_ptr<ZFileReader>> z = ZFileReader::Open(std::move(file), options);
+  if (!z.ok()) return z.status();
+  zfile_ = z->get();
+  absl::StatusOr<std::shared_ptr<const SealedLayer>> layer =
+      SealedLayer::Open(std::shared_ptr<const RandomAccessFile>(*std::move(z)));
+  if (!layer.ok()) return layer.status();
+  layer_ = *std::move(layer);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<LayerBlob>> LayerBlob::Open(
     std::shared_ptr<const RandomAccessFile> blob, LayerBlobOptions options) {
   auto counting = std::make_shared<CountingFile>(std::move(blob));
@@ -38,13 +50,7 @@ absl::StatusOr<std::unique_ptr<LayerBlob>> LayerBlob::Open(
   absl::StatusOr<std::shared_ptr<RandomAccessFile>> slice =
       NewSliceFile(*pf, entry->data_offset, entry->size);
   if (!slice.ok()) return slice.status();
-  absl::StatusOr<std::unique_ptr<ZFileReader>> z = ZFileReader::Open(*slice, options.zfile);
-  if (!z.ok()) return z.status();
-  b->zfile_ = z->get();
-  absl::StatusOr<std::shared_ptr<const SealedLayer>> layer =
-      SealedLayer::Open(std::shared_ptr<const RandomAccessFile>(*std::move(z)));
-  if (!layer.ok()) return layer.status();
-  b->layer_ = *std::move(layer);
+  if (absl::Status s = b->OpenZFileLayer(*slice, options.zfile); !s.ok()) return s;
   b->cost_ = OpenCost{counting->reads(), counting->bytes()};
   // The metadata is parsed; keeping the prefetched tail would cost memory per layer. Later reads
   // go to the blob (through the block cache).
@@ -61,13 +67,7 @@ absl::StatusOr<std::unique_ptr<LayerBlob>> LayerBlob::OpenAny(
     auto counting = std::make_shared<CountingFile>(std::move(file));
     std::unique_ptr<LayerBlob> b(new LayerBlob());
     b->format_ = LayerFormat::kZFile;
-    absl::StatusOr<std::unique_ptr<ZFileReader>> z = ZFileReader::Open(counting, options.zfile);
-    if (!z.ok()) return z.status();
-    b->zfile_ = z->get();
-    absl::StatusOr<std::shared_ptr<const SealedLayer>> layer =
-        SealedLayer::Open(std::shared_ptr<const RandomAccessFile>(*std::move(z)));
-    if (!layer.ok()) return layer.status();
-    b->layer_ = *std::move(layer);
+    if (absl::Status s = b->OpenZFileLayer(counting, options.zfile); !s.ok()) return s;
     b->cost_ = OpenCost{counting->reads(), counting->bytes()};
     return b;
   }

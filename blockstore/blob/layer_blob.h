@@ -49,6 +49,9 @@ class LayerBlob {
 
  private:
   LayerBlob() = default;
+  // Opens the ZFile `file` and the sealed layer inside it into zfile_ and layer_.
+  absl::Status OpenZFileLayer(std::shared_ptr<const RandomAccessFile> file,
+                              const ZFileReaderOptions& options);
   LayerFormat format_ = LayerFormat::kBlob;
   TarEntry entry_;
   const ZFileReader* zfile_ = nullptr;  // owned through layer_'s file

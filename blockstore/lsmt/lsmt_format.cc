@@ -126,4 +126,17 @@ void EncodeMappingSplit(const SegmentMapping& m, std::string* dst) {
   }
 }
 
+absl::Status CheckWriteRange(absl::string_view prefix, uint64_t offset, uint64_t length,
+                             uint64_t virtual_size) {
+  if (offset % kSectorSize != 0 || length % kSectorSize != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(prefix, "write at ", offset, " length ", length,
+                                                   " is not aligned to 512 bytes"));
+  }
+  if (offset > virtual_size || length > virtual_size - offset) {
+    return absl::InvalidArgumentError(absl::StrCat(prefix, "write at ", offset, " length ", length,
+                                                   " is past the virtual size ", virtual_size));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace dadi::blockstore

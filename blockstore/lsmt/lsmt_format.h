@@ -78,4 +78,25 @@ struct SegmentMapping {
 // Appends the on-disk entries of `m`, split into pieces of at most kMaxLength sectors (tag 0).
 void EncodeMappingSplit(const SegmentMapping& m, std::string* dst);
 
+// Calls emit(piece) for the in-memory mappings of `sectors` sectors starting as `first` does
+// (its offset, moffset and zeroed; its length is ignored), split so that each length fits in 31
+// bits and two joined pieces still fit the 32-bit field.
+template <typename Emit>
+void ForEachMappingPiece(const SegmentMapping& first, uint64_t sectors, Emit&& emit) {
+  for (uint64_t done = 0; done < sectors;) {
+    const uint64_t n = sectors - done < UINT32_MAX / 2 ? sectors - done : UINT32_MAX / 2;
+    SegmentMapping piece = first;
+    piece.offset = first.offset + done;
+    piece.length = static_cast<uint32_t>(n);
+    if (!first.zeroed) piece.moffset = first.moffset + done;
+    emit(piece);
+    done += n;
+  }
+}
+
+// The checks of a write or discard of `length` bytes at `offset` into a layer of `virtual_size`
+// bytes: both 512-byte aligned, and inside the disk. INVALID_ARGUMENT starting with `prefix`.
+absl::Status CheckWriteRange(absl::string_view prefix, uint64_t offset, uint64_t length,
+                             uint64_t virtual_size);
+
 }  // namespace dadi::blockstore

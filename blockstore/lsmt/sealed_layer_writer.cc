@@ -28,16 +28,7 @@ absl::StatusOr<std::unique_ptr<SealedLayerWriter>> SealedLayerWriter::Create(Wri
 
 absl::Status SealedLayerWriter::CheckRange(uint64_t offset, uint64_t length) const {
   if (finished_) return absl::FailedPreconditionError("sealed layer writer finished");
-  if (offset % kSectorSize != 0 || length % kSectorSize != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("LSMT write at ", offset, " length ", length, " is not aligned to 512 bytes"));
-  }
-  if (offset > info_.virtual_size || length > info_.virtual_size - offset) {
-    return absl::InvalidArgumentError(absl::StrCat("LSMT write at ", offset, " length ", length,
-                                                   " is past the virtual size ",
-                                                   info_.virtual_size));
-  }
-  return absl::OkStatus();
+  return CheckWriteRange("LSMT ", offset, length, info_.virtual_size);
 }
 
 void SealedLayerWriter::AddMapping(const SegmentMapping& m) {
@@ -58,33 +49,21 @@ absl::Status SealedLayerWriter::AddData(uint64_t offset, absl::string_view data)
   if (absl::Status s = CheckRange(offset, data.size()); !s.ok()) return s;
   if (data.empty()) return absl::OkStatus();
   if (absl::Status s = out_->Append(data); !s.ok()) return s;
-  // Split so that each in-memory mapping's length fits in 32 bits.
-  uint64_t sectors = data.size() / kSectorSize, done = 0;
-  while (done < sectors) {
-    uint64_t n = std::min<uint64_t>(sectors - done, UINT32_MAX / 2);
-    SegmentMapping m;
-    m.offset = offset / kSectorSize + done;
-    m.length = static_cast<uint32_t>(n);
-    m.moffset = LsmtHeader::kEncodedLength / kSectorSize + data_sectors_ + done;
-    AddMapping(m);
-    done += n;
-  }
+  const uint64_t sectors = data.size() / kSectorSize;
+  SegmentMapping first;
+  first.offset = offset / kSectorSize;
+  first.moffset = LsmtHeader::kEncodedLength / kSectorSize + data_sectors_;
+  ForEachMappingPiece(first, sectors, [&](const SegmentMapping& m) { AddMapping(m); });
   data_sectors_ += sectors;
   return absl::OkStatus();
 }
 
 absl::Status SealedLayerWriter::AddZeroed(uint64_t offset, uint64_t length) {
   if (absl::Status s = CheckRange(offset, length); !s.ok()) return s;
-  uint64_t sectors = length / kSectorSize, done = 0;
-  while (done < sectors) {
-    uint64_t n = std::min<uint64_t>(sectors - done, UINT32_MAX / 2);
-    SegmentMapping m;
-    m.offset = offset / kSectorSize + done;
-    m.length = static_cast<uint32_t>(n);
-    m.zeroed = true;
-    AddMapping(m);
-    done += n;
-  }
+  SegmentMapping first;
+  first.offset = offset / kSectorSize;
+  first.zeroed = true;
+  ForEachMappingPiece(first, length / kSectorSize, [&](const SegmentMapping& m) { AddMapping(m); });
   return absl::OkStatus();
 }
 

@@ -165,16 +165,7 @@ absl::StatusOr<std::unique_ptr<WritableLayer>> WritableLayer::Open(const std::st
 }
 
 absl::Status WritableLayer::CheckRange(uint64_t offset, uint64_t length) const {
-  if (offset % kSectorSize != 0 || length % kSectorSize != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(data_path_, ": write at ", offset, " length ",
-                                                   length, " is not aligned to 512 bytes"));
-  }
-  if (offset > info_.virtual_size || length > info_.virtual_size - offset) {
-    return absl::InvalidArgumentError(absl::StrCat(data_path_, ": write at ", offset, " length ",
-                                                   length, " is past the virtual size ",
-                                                   info_.virtual_size));
-  }
-  return absl::OkStatus();
+  return CheckWriteRange(absl::StrCat(data_path_, ": "), offset, length, info_.virtual_size);
 }
 
 void WritableLayer::RecordLocked(const SegmentMapping& m) {
@@ -202,16 +193,11 @@ absl::Status WritableLayer::Write(uint64_t offset, absl::string_view data) {
       !s.ok()) {
     return s;
   }
-  uint64_t sectors = data.size() / kSectorSize, done = 0;
-  while (done < sectors) {
-    uint64_t n = std::min<uint64_t>(sectors - done, UINT32_MAX / 2);
-    SegmentMapping m;
-    m.offset = offset / kSectorSize + done;
-    m.length = static_cast<uint32_t>(n);
-    m.moffset = data_end_ / kSectorSize + done;
-    RecordLocked(m);
-    done += n;
-  }
+  SegmentMapping first;
+  first.offset = offset / kSectorSize;
+  first.moffset = data_end_ / kSectorSize;
+  ForEachMappingPiece(first, data.size() / kSectorSize,
+                      [&](const SegmentMapping& m) { RecordLocked(m); });
   data_end_ += data.size();
   if (pending_index_.size() >= (1 << 20)) return FlushIndexLocked();
   return absl::OkStatus();
@@ -220,16 +206,11 @@ absl::Status WritableLayer::Write(uint64_t offset, absl::string_view data) {
 absl::Status WritableLayer::Discard(uint64_t offset, uint64_t length) {
   if (absl::Status s = CheckRange(offset, length); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  uint64_t sectors = length / kSectorSize, done = 0;
-  while (done < sectors) {
-    uint64_t n = std::min<uint64_t>(sectors - done, UINT32_MAX / 2);
-    SegmentMapping m;
-    m.offset = offset / kSectorSize + done;
-    m.length = static_cast<uint32_t>(n);
-    m.zeroed = true;
-    RecordLocked(m);
-    done += n;
-  }
+  SegmentMapping first;
+  first.offset = offset / kSectorSize;
+  first.zeroed = true;
+  ForEachMappingPiece(first, length / kSectorSize,
+                      [&](const SegmentMapping& m) { RecordLocked(m); });
   return absl::OkStatus();
 }
 

@@ -114,6 +114,11 @@ size_t ZFileReader::BlockLength(uint64_t i) const {
       std::min<uint64_t>(info_.block_size, info_.original_file_size - start));
 }
 
+absl::Status ZFileReader::ReadStored(uint64_t i, uint64_t j, std::string* stored) const {
+  stored->resize(offsets_[j] - offsets_[i]);
+  return PreadExact(*file_, offsets_[i], stored->size(), stored->data(), "ZFile compressed blocks");
+}
+
 void* ZFileReader::AcquireDctx() const {
   {
     absl::MutexLock lock(&dctx_mu_);
@@ -166,11 +171,8 @@ absl::Status ZFileReader::DecodeOrRefetch(uint64_t i, const char* stored, char* 
     return absl::DataLossError(absl::StrCat(s.message(), "; cannot refetch: ", inv.message()));
   }
   refetched_.fetch_add(1, std::memory_order_relaxed);
-  std::string fresh(len, '\0');
-  if (absl::Status r = PreadExact(*file_, offsets_[i], len, fresh.data(), "ZFile block (refetch)");
-      !r.ok()) {
-    return r;
-  }
+  std::string fresh;
+  if (absl::Status r = ReadStored(i, i + 1, &fresh); !r.ok()) return r;
   s = DecodeInto(i, fresh.data(), dst);
   if (s.code() != absl::StatusCode::kDataLoss) return s;
   return absl::DataLossError(absl::StrCat(s.message(), " (again after refetching it)"));
@@ -213,12 +215,7 @@ absl::StatusOr<size_t> ZFileReader::Pread(uint64_t offset, size_t n, char* buf) 
            cache_->Lookup(cache_id_, j) == nullptr) {
       ++j;
     }
-    stored.resize(offsets_[j] - offsets_[i]);
-    if (absl::Status s = PreadExact(*file_, offsets_[i], stored.size(), stored.data(),
-                                    "ZFile compressed blocks");
-        !s.ok()) {
-      return s;
-    }
+    if (absl::Status s = ReadStored(i, j, &stored); !s.ok()) return s;
     for (uint64_t k = i; k < j; ++k) {
       const char* src = stored.data() + (offsets_[k] - offsets_[i]);
       // A read spanning several blocks is streaming: blocks it covers whole are decompressed
@@ -247,12 +244,7 @@ absl::Status ZFileReader::VerifyAll() const {
   while (i < info_.index_size) {
     uint64_t j = i + 1;
     while (j < info_.index_size && offsets_[j + 1] - offsets_[i] <= options_.max_batch_bytes) ++j;
-    stored.resize(offsets_[j] - offsets_[i]);
-    if (absl::Status s = PreadExact(*file_, offsets_[i], stored.size(), stored.data(),
-                                    "ZFile compressed blocks");
-        !s.ok()) {
-      return s;
-    }
+    if (absl::Status s = ReadStored(i, j, &stored); !s.ok()) return s;
     for (uint64_t k = i; k < j; ++k) {
       if (absl::Status s =
               DecodeOrRefetch(k, stored.data() + (offsets_[k] - offsets_[i]), scratch.data());

@@ -69,6 +69,8 @@ class ZFileReader final : public RandomAccessFile {
  private:
   ZFileReader(std::shared_ptr<const RandomAccessFile> file, ZFileReaderOptions options);
   size_t BlockLength(uint64_t i) const;
+  // Reads the stored bytes of blocks [i, j) into `stored` with one Pread.
+  absl::Status ReadStored(uint64_t i, uint64_t j, std::string* stored) const;
   // Checks and decompresses block i from its stored bytes into dst (BlockLength(i) bytes).
   absl::Status DecodeInto(uint64_t i, const char* stored, char* dst) const;
   // DecodeInto; on DATA_LOSS invalidates the block's stored bytes in the file and decodes a
