@@ -11,7 +11,10 @@
 #   BED_NS         the containerd namespace the bed uses (unique, so cgroups never clash)
 #   BED_REGISTRY   host:port of the registry (plain HTTP)
 #   BED_DADI       1 when dadi-snapshotter runs, 0 when its binary is not built yet
-# and bctr runs this bed's ctr against this bed's containerd.
+#   BED_BLOCKD     1 when dadi-blockd runs (bed_start with BED_WITH_BLOCKD=1), else 0
+#   BED_BLOCKD_SOCKET  its gRPC socket (when BED_BLOCKD=1)
+# and bctr runs this bed's ctr against this bed's containerd, in namespace $BED_NS (or
+# $BED_CTR_NS: k8s.io for images CRI pulled).
 
 # shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -19,10 +22,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/containerd.sh"
 
 DADI_SNAPSHOTTER_BIN=${DADI_SNAPSHOTTER_BIN:-$DADI_BUILD_DIR/snapshotter/dadi-snapshotter}
+DADI_BLOCKD_BIN=${DADI_BLOCKD_BIN:-$DADI_BUILD_DIR/blockstore/blockd/dadi-blockd}
+DADI_CLI_BIN=${DADI_CLI_BIN:-$DADI_BUILD_DIR/cli/dadi}
 
 bctr() {
   "$BED_CONTAINERD_DIR/usr/bin/ctr" --address "$BED_DIR/containerd/containerd.sock" \
-    --namespace "$BED_NS" "$@"
+    --namespace "${BED_CTR_NS:-$BED_NS}" "$@"
 }
 
 _bed_pids=()
@@ -33,7 +38,7 @@ version: 0.1
 log:
   level: warn
   accesslog:
-    disabled: true
+    disabled: false
 storage:
   filesystem:
     rootdirectory: $BED_DIR/registry/data
@@ -51,11 +56,14 @@ _bed_arch() {
 _bed_write_containerd_config() {
   local c=$BED_DIR/containerd
   if [ "${BED_SERIES%%.*}" = 1 ]; then
+    local cri='"io.containerd.grpc.v1.cri", '
+    [ "${BED_WITH_CRI:-0}" != 1 ] || cri=
     cat >"$c/config.toml" <<TOML
 version = 2
 root = "$c/root"
 state = "$c/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri", "io.containerd.tracing.processor.v1.otlp"]
+disabled_plugins = [${cri}"io.containerd.nri.v1.nri", "io.containerd.tracing.processor.v1.otlp"]
+$([ -n "$cri" ] || _bed_cri_config_v2)
 
 [grpc]
   address = "$c/containerd.sock"
@@ -105,6 +113,33 @@ TOML
   fi
 }
 
+# The CRI plugin of containerd 1.x (BED_WITH_CRI=1): images for snapshotter dadi with the
+# layers' annotations passed as labels (as the kubelet pulls), the bed's registry over plain
+# HTTP (hosts directory), the streaming server on a free port, CNI directories inside the bed.
+# CRI keeps its images in the namespace k8s.io.
+_bed_cri_config_v2() {
+  local c=$BED_DIR/containerd
+  mkdir -p "$c/certs.d/$BED_REGISTRY" "$c/cni/bin" "$c/cni/conf"
+  cat >"$c/certs.d/$BED_REGISTRY/hosts.toml" <<HOSTS
+server = "http://$BED_REGISTRY"
+[host."http://$BED_REGISTRY"]
+  capabilities = ["pull", "resolve"]
+HOSTS
+  cat <<TOML
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "dadi"
+    disable_snapshot_annotations = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$c/cni/bin"
+    conf_dir = "$c/cni/conf"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$c/certs.d"
+TOML
+}
+
 bed_start_registry() {
   mkdir -p "$BED_DIR/registry/data"
   BED_REGISTRY=127.0.0.1:$(free_port)
@@ -125,14 +160,16 @@ bed_start_snapshotter() {
   fi
   mkdir -p "$BED_DIR/dadi/root"
   chmod 0700 "$BED_DIR/dadi"
-  : >"$BED_DIR/dadi/config.toml"
+  # Remote layers go to this bed's dadi-blockd, or nowhere: never to a blockd of the host.
+  printf 'blockd_address = "%s"\n' "${BED_BLOCKD_SOCKET:-}" >"$BED_DIR/dadi/config.toml"
   rm -f "$BED_DIR/dadi/dadi.sock"
   "$DADI_SNAPSHOTTER_BIN" --config "$BED_DIR/dadi/config.toml" --root "$BED_DIR/dadi/root" \
     --address "$BED_DIR/dadi/dadi.sock" --log-level "${DADI_LOG_LEVEL:-info}" \
     >>"$BED_DIR/logs/dadi-snapshotter.log" 2>&1 &
   BED_SNAPSHOTTER_PID=$!
   disown "$BED_SNAPSHOTTER_PID"
-  wait_until 30 "dadi-snapshotter to accept on its socket" unix_socket_accepts "$BED_DIR/dadi/dadi.sock" ||
+  wait_until 30 "dadi-snapshotter to accept on its socket" \
+    _bed_serving "$BED_SNAPSHOTTER_PID" "$BED_DIR/dadi/dadi.sock" ||
     { tail "$BED_DIR/logs/dadi-snapshotter.log" >&2; return 1; }
   BED_DADI=1
 }
@@ -160,7 +197,39 @@ bed_start_containerd() {
     { tail -n 30 "$BED_DIR/logs/containerd.log" >&2; return 1; }
 }
 
-# bed_start SERIES: the whole bed. Installs bed_stop as the EXIT trap.
+# bed_start_blockd: starts dadi-blockd with its socket, state and cache inside the bed, the
+# bed's registry reached over plain HTTP, and short registry timeouts (a test fails fast).
+bed_start_blockd() {
+  local b=$BED_DIR/blockd
+  mkdir -p "$b/state" "$b/cache"
+  chmod 0700 "$b"
+  : >"$b/blockd.toml"
+  BED_BLOCKD_SOCKET=$b/blockd.sock
+  rm -f "$BED_BLOCKD_SOCKET"
+  # shellcheck disable=SC2086 # DADI_BLOCKD_ARGS is split into flags on purpose
+  "$DADI_BLOCKD_BIN" --config "$b/blockd.toml" --socket "$BED_BLOCKD_SOCKET" \
+    --state-dir "$b/state" --cache-dir "$b/cache" --plain-http "$BED_REGISTRY" \
+    --max-attempts 3 --request-timeout-ms 20000 --log-level "${DADI_LOG_LEVEL:-info}" \
+    ${DADI_BLOCKD_ARGS:-} >>"$BED_DIR/logs/dadi-blockd.log" 2>&1 &
+  BED_BLOCKD_PID=$!
+  disown "$BED_BLOCKD_PID"
+  wait_until 30 "dadi-blockd to accept on its socket" \
+    _bed_serving "$BED_BLOCKD_PID" "$BED_BLOCKD_SOCKET" ||
+    { tail "$BED_DIR/logs/dadi-blockd.log" >&2; return 1; }
+  BED_BLOCKD=1
+}
+
+# bed_stop_blockd [SIGNAL]: stops dadi-blockd (TERM: it detaches every device and unmounts its
+# FUSE mount) and waits for it.
+bed_stop_blockd() {
+  local sig=${1:-TERM}
+  [ -n "${BED_BLOCKD_PID:-}" ] || return 0
+  _bed_kill_wait "$BED_BLOCKD_PID" "$sig" 30
+  BED_BLOCKD_PID=
+}
+
+# bed_start SERIES: the whole bed. Installs bed_stop as the EXIT trap. With BED_WITH_BLOCKD=1,
+# dadi-blockd runs too and dadi-snapshotter serves remote layers through it.
 bed_start() {
   BED_SERIES=$1
   BED_CONTAINERD_DIR=$(containerd_dir "$BED_SERIES")
@@ -171,9 +240,12 @@ bed_start() {
   trap 'exit 130' INT TERM
   log "bed $BED_DIR: containerd $(basename "$BED_CONTAINERD_DIR"), namespace $BED_NS"
   bed_start_registry
+  BED_BLOCKD=0
+  BED_BLOCKD_SOCKET=
+  if [ "${BED_WITH_BLOCKD:-0}" = 1 ]; then bed_start_blockd; fi
   bed_start_snapshotter
   bed_start_containerd
-  export BED_DIR BED_SERIES BED_NS BED_REGISTRY BED_DADI BED_CONTAINERD_DIR
+  export BED_DIR BED_SERIES BED_NS BED_REGISTRY BED_DADI BED_CONTAINERD_DIR BED_BLOCKD BED_BLOCKD_SOCKET
 }
 
 # _bed_kill_wait PID SIGNAL TIMEOUT: signals PID, waits up to TIMEOUT s, then SIGKILLs it.
@@ -185,6 +257,14 @@ _bed_kill_wait() {
     kill -s KILL "$pid" 2>/dev/null || true
     wait_until 10 "pid $pid to die" _bed_gone "$pid" || true
   fi
+}
+
+# _bed_serving PID SOCKET: true when SOCKET accepts; fails the wait at once (exit status 2 is
+# not retried by wait_until's caller, so it exits the subshell) when PID has died.
+_bed_serving() {
+  unix_socket_accepts "$2" && return 0
+  _bed_gone "$1" && { log "pid $1 exited"; return 255; }
+  return 1
 }
 
 # A zombie counts as gone (the daemons are disowned; bash reaps them when it notices).
@@ -245,6 +325,9 @@ bed_leaks() {
   local p
   for p in $(_bed_stray_pids); do echo "process $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)"; done
   findmnt -rn -o TARGET | grep -F -- "$BED_DIR" | sed 's/^/mount /' || true
+  # blockd's FUSE mount (fuse.dadi), also where findmnt would not show it.
+  awk -v d="$BED_DIR" '$0 ~ / - fuse\.dadi / && index($5, d) == 1 {print "fuse.dadi mount " $5}' \
+    /proc/self/mountinfo || true
   losetup -n -l -O NAME,BACK-FILE 2>/dev/null | grep -F -- "$BED_DIR" | sed 's/^/loop /' || true
 }
 
@@ -262,6 +345,7 @@ bed_stop() {
   for p in $(_bed_stray_pids); do kill -s KILL "$p" 2>/dev/null || true; done
   _bed_clean_cgroups
   bed_stop_snapshotter TERM
+  bed_stop_blockd TERM
   # The registry keeps nothing worth a graceful stop (and ignores SIGTERM without a drain timeout).
   [ -z "${BED_REGISTRY_PID:-}" ] || _bed_kill_wait "$BED_REGISTRY_PID" KILL 10
   _bed_unmount_all

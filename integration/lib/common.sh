@@ -31,12 +31,20 @@ free_port() {
 }
 
 # wait_until TIMEOUT_SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.1 s until it succeeds.
-# COMMAND is run again each time: pass a function, never a "$(...)" (expanded only once).
+# COMMAND is run again each time: pass a function, never a "$(...)" (expanded only once). A
+# COMMAND exiting 255 means "never": the wait fails at once.
 wait_until() {
-  local timeout=$1 what=$2
+  local timeout=$1 what=$2 rc
   shift 2
   local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
+  while :; do
+    rc=0
+    "$@" >/dev/null 2>&1 || rc=$?
+    [ "$rc" -ne 0 ] || return 0
+    if [ "$rc" -eq 255 ]; then
+      log "gave up waiting for $what"
+      return 1
+    fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       log "timed out after ${timeout}s waiting for $what"
       return 1

@@ -48,11 +48,12 @@ snapshot_mount() {
   (set -f; $cmd)
 }
 
-# tree_of_image SNAPSHOTTER REF OUT: pulls REF with SNAPSHOTTER (if not yet), mounts a view of
-# its top snapshot read-only inside the bed and writes the tree listing to OUT.
+# tree_of_image SNAPSHOTTER REF OUT [nopull]: pulls REF with SNAPSHOTTER (unless nopull: the
+# caller pulled it), mounts a view of its top snapshot read-only inside the bed and writes the
+# tree listing to OUT.
 tree_of_image() {
   local snapshotter=$1 ref=$2 out=$3 chain key mnt
-  bctr images pull --plain-http --snapshotter "$snapshotter" "$ref" >/dev/null
+  [ "${4:-}" = nopull ] || bctr images pull --plain-http --snapshotter "$snapshotter" "$ref" >/dev/null
   chain=$(image_chain_id "$ref")
   key=tree-view-$snapshotter-$RANDOM
   mnt=$BED_DIR/mnt/$key
