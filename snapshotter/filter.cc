@@ -476,14 +476,14 @@ class Parser {
         return Error(value.pos,
                      absl::StrCat("regular expression nested deeper than ", kMaxRegexNesting));
       }
-      try {
-        // __polynomial selects libstdc++'s breadth-first matcher: its recursion and time do
-        // not grow with the input, and it refuses back-references like RE2 does.
-        sel.re = std::make_shared<const std::regex>(
-            sel.value, std::regex_constants::ECMAScript | std::regex_constants::__polynomial);
-      } catch (const std::regex_error& e) {
-        return Error(value.pos, absl::StrCat("bad regular expression: ", e.what()));
+      RE2::Options options;
+      options.set_log_errors(false);  // the error goes back to the client instead
+      auto re = std::make_shared<const RE2>(re2::StringPiece(sel.value.data(), sel.value.size()),
+                                            options);
+      if (!re->ok()) {
+        return Error(value.pos, absl::StrCat("bad regular expression: ", re->error()));
       }
+      sel.re = std::move(re);
     }
     return sel;
   }
@@ -522,11 +522,8 @@ bool MatchSelector(const Filter::Selector& sel, FieldAdaptor field) {
     case Filter::Op::kMatches: {
       if (sel.re == nullptr) return false;
       const absl::string_view v = value.value_or("");
-      try {
-        return std::regex_search(v.begin(), v.end(), *sel.re);
-      } catch (const std::regex_error&) {
-        return false;  // the engine gave up (complexity); treat as no match
-      }
+      // Unanchored, as Go's MatchString. RE2 runs in time linear in the input.
+      return RE2::PartialMatch(re2::StringPiece(v.data(), v.size()), *sel.re);
     }
   }
   return false;

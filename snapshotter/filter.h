@@ -12,24 +12,23 @@
 // Example: labels."containerd.io/snapshot.ref"~=^sha256:,kind==committed
 //
 // Operators as in containerd: "==" needs the field present and equal; "!=" and "~=" compare
-// the field's value, "" when absent. Regular expressions are ECMAScript (std::regex), which
-// agrees with Go's RE2 syntax on the common subset (classes, anchors, alternation,
-// repetition); back-references are refused, as RE2 refuses them.
+// the field's value, "" when absent. Regular expressions are RE2's, the syntax and semantics
+// of Go's regexp that containerd uses (unanchored search, no back-references, linear time).
 //
-// This file depends only on the standard library and Abseil: the parser reads outside bytes
-// and is fuzzed (tests/fuzz/snapshotter).
+// This file depends only on the standard library, Abseil and RE2: the parser reads outside
+// bytes and is fuzzed (tests/fuzz/snapshotter).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "re2/re2.h"
 
 namespace dadi::snapshotter {
 
@@ -44,7 +43,7 @@ class Filter {
     std::vector<std::string> fieldpath;
     Op op = Op::kPresent;
     std::string value;
-    std::shared_ptr<const std::regex> re;  // for kMatches
+    std::shared_ptr<const RE2> re;  // for kMatches
   };
 
   // The filter that matches everything.

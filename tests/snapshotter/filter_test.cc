@@ -88,6 +88,19 @@ TEST(FilterTest, RegularExpressions) {
   EXPECT_TRUE(Matches({"labels.\"containerd.io/snapshot.ref\"~=^sha256:[a-f0-9]+$"}, kImage));
 }
 
+TEST(FilterTest, RegularExpressionsAreGos) {
+  // Syntax of Go's regexp (RE2) that ECMAScript lacks: flags, Unicode classes, named groups,
+  // \A and \z.
+  EXPECT_TRUE(Matches({"name~=(?i)ALPINE"}, kImage));
+  EXPECT_TRUE(Matches({"name~=^\\pL+\\.io"}, kImage));
+  EXPECT_TRUE(Matches({"name~=(?P<lib>library)/alpine"}, kImage));
+  EXPECT_TRUE(Matches({"name~=\\Adocker.*alpine\\z"}, kImage));
+  // "$" is the end of the text, not of a line (no multi-line mode), as in Go.
+  EXPECT_FALSE(Matches({"name~=io$"}, kImage));
+  // Lookahead is ECMAScript's, not Go's: refused.
+  EXPECT_FALSE(Parses("name~=a(?=b)"));
+}
+
 TEST(FilterTest, CommaIsAndSeveralStringsAreOr) {
   EXPECT_TRUE(Matches({"labels.foo,labels.bar==baz"}, kImage));
   EXPECT_FALSE(Matches({"labels.foo,labels.bar==qux"}, kImage));
