@@ -20,11 +20,6 @@
 #include "converter/image/image_reference.h"
 #include "converter/image/image_store.h"
 
-#if __has_include("converter/layer_converter.h")
-#include "converter/layer_converter.h"
-#define DADI_HAVE_LAYER_CONVERTER 1
-#endif
-
 namespace dadi::cli {
 namespace {
 
@@ -43,30 +38,6 @@ struct ConvertFlags {
   bool plain_http = false;
   std::string authfile;
 };
-
-image::LayerConverterFn RealLayerConverter() {
-#ifdef DADI_HAVE_LAYER_CONVERTER
-  return [](blockstore::RandomAccessFile& tar, const std::vector<std::string>& lowers,
-            const std::string& uuid, const std::string& parent_uuid, const std::string& out_path,
-            const image::LayerOptions& o) -> absl::StatusOr<image::LayerResult> {
-    converter::LayerConversionOptions lo;
-    lo.algorithm = o.algorithm;
-    lo.level = o.level;
-    lo.block_size = o.block_size;
-    lo.vsize = o.vsize;
-    lo.threads = o.threads;
-    auto r = converter::ConvertLayer(tar, lowers, uuid, parent_uuid, out_path, lo);
-    if (!r.ok()) return r.status();
-    return image::LayerResult{r->blob_path, r->digest, r->size, r->uuid};
-  };
-#else
-  return [](blockstore::RandomAccessFile&, const std::vector<std::string>&, const std::string&,
-            const std::string&, const std::string&,
-            const image::LayerOptions&) -> absl::StatusOr<image::LayerResult> {
-    return absl::UnimplementedError("this build has no per-layer converter");
-  };
-#endif
-}
 
 absl::StatusOr<blockstore::Platform> ParsePlatform(const std::string& text) {
   std::vector<std::string> parts = absl::StrSplit(text, '/');
@@ -147,7 +118,8 @@ absl::StatusOr<image::ConvertSummary> RunConvert(const ConvertFlags& f) {
     progress = ::isatty(STDERR_FILENO) ? image::NewTerminalProgress(stderr)
                                        : image::NewPlainProgress(stderr);
   }
-  image::ImageConverter converter(options, RealLayerConverter(), db->get(), progress.get());
+  image::ImageConverter converter(options, image::DefaultLayerConverter(), db->get(),
+                                  progress.get());
   return converter.Convert(**source, **dest);
 }
 

@@ -58,6 +58,9 @@ using LayerConverterFn = std::function<absl::StatusOr<LayerResult>(
     const std::string& uuid, const std::string& parent_uuid, const std::string& out_path,
     const LayerOptions& options)>;
 
+// converter::ConvertLayer as a LayerConverterFn.
+LayerConverterFn DefaultLayerConverter();
+
 // What happens to each layer, for a progress display. Calls come from one thread at a time.
 struct LayerEvent {
   std::string platform;  // "linux/amd64", empty for a single-manifest image
