@@ -119,15 +119,22 @@ class CopyOnWriteBlockDevice final : public BlockDevice {
     if (absl::Status s = CheckRange(offset, data.size()); !s.ok()) return s;
     const uint64_t end = offset + data.size();
     for (uint64_t p = offset / kPage; p * kPage < end; ++p) {
-      std::unique_ptr<char[]>& page = pages_[p];
-      if (!page) {
-        page.reset(new char[kPage]);
+      auto it = pages_.find(p);
+      if (it == pages_.end()) {
+        // Not copied yet: its current bytes are the file's.
+        std::unique_ptr<char[]> fresh(new char[kPage]);
+        std::memset(fresh.get(), 0, kPage);
         size_t len = static_cast<size_t>(std::min(kPage, size_ - p * kPage));
-        std::memset(page.get(), 0, kPage);
-        if (absl::Status s = Pread(p * kPage, len, page.get()); !s.ok()) return s;
+        if (absl::Status s =
+                blockstore::PreadExact(*file_, p * kPage, len, fresh.get(), "device read");
+            !s.ok()) {
+          return s;
+        }
+        it = pages_.emplace(p, std::move(fresh)).first;
       }
+      char* page = it->second.get();
       uint64_t from = std::max(offset, p * kPage), to = std::min(end, (p + 1) * kPage);
-      std::memcpy(page.get() + (from - p * kPage), data.data() + (from - offset), to - from);
+      std::memcpy(page + (from - p * kPage), data.data() + (from - offset), to - from);
     }
     return absl::OkStatus();
   }

@@ -297,6 +297,26 @@ TEST_F(LayerConverterTest, OptionsAndErrors) {
   EXPECT_EQ((*blob)->zfile()->header().level, 9);
 }
 
+TEST(CopyOnWriteBlockDeviceTest, WritesStayInMemory) {
+  std::string base(16384, 'b');
+  auto file = std::shared_ptr<const blockstore::RandomAccessFile>(blockstore::NewMemoryFile(base));
+  auto dev = NewCopyOnWriteBlockDevice(file);
+  ASSERT_EQ(dev->Size(), 16384u);
+  ASSERT_TRUE(dev->Pwrite(4096 + 512, std::string(1024, 'w')).ok());
+  std::string got(16384, '\0');
+  ASSERT_TRUE(dev->Pread(0, got.size(), got.data()).ok());
+  std::string want = base;
+  want.replace(4096 + 512, 1024, std::string(1024, 'w'));
+  EXPECT_TRUE(got == want);
+  ASSERT_TRUE(dev->Pread(4096, 1024, got.data()).ok());
+  EXPECT_EQ(got.substr(0, 1024), std::string(512, 'b') + std::string(512, 'w'));
+  std::string orig(16384, '\0');
+  ASSERT_TRUE(blockstore::PreadExact(*file, 0, orig.size(), orig.data(), "t").ok());
+  EXPECT_TRUE(orig == base);
+  EXPECT_FALSE(dev->Pwrite(16384, std::string(512, 'x')).ok());
+  EXPECT_FALSE(dev->Pwrite(100, std::string(512, 'x')).ok());
+}
+
 // Trees made by overlaybd and by dadi from the same tars hold the same files (inode numbers,
 // sizes of directories and link counts may differ between the two mkfs implementations).
 Tree Comparable(Tree t) {
