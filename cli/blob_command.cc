@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -222,6 +223,56 @@ absl::Status ExportFlat(const blockstore::LayerStack& stack, const std::string& 
   return absl::OkStatus();
 }
 
+// Writes one sealed layer holding what the stack reads (the top layer's uuid and tag, the bottom
+// layer's parent).
+absl::Status MergeStack(const blockstore::LayerStack& stack, const std::string& path) {
+  const auto& top = stack.layers().back()->trailer();
+  auto o = blockstore::CreateLocalFile(path);
+  if (!o.ok()) return o.status();
+  auto w = blockstore::SealedLayerWriter::Create(
+      o->get(),
+      {top.virtual_size, top.uuid, stack.layers().front()->trailer().parent_uuid, top.user_tag});
+  absl::Status s = w.status();
+  std::string buf;
+  constexpr uint64_t kMergeChunk = 4 << 20;
+  for (const auto& m : stack.index().mappings()) {
+    if (!s.ok()) break;
+    if (m.zeroed) {
+      s = (*w)->AddZeroed(m.offset * 512, uint64_t{m.length} * 512);
+      continue;
+    }
+    // Merged segments can be long (contiguous pieces join): copy in bounded chunks.
+    const uint64_t end = m.end() * 512;
+    for (uint64_t off = m.offset * 512; s.ok() && off < end; off += kMergeChunk) {
+      buf.resize(std::min(kMergeChunk, end - off));
+      s = blockstore::PreadExact(stack, off, buf.size(), buf.data(), "stack");
+      if (s.ok()) s = (*w)->AddData(off, buf);
+    }
+  }
+  if (s.ok()) s = (*w)->Finish();
+  if (s.ok()) s = (*o)->Close();
+  return s;
+}
+
+// `parent NAME OUTPUT LAYERS...`: opens the stack of LAYERS (bottom first) and runs fn(stack,
+// OUTPUT); a failure sets exit_code.
+void AddStackCommand(
+    CLI::App* parent, const char* name, const char* help, const char* output_help,
+    const char* layers_help, int& exit_code,
+    std::function<absl::Status(const blockstore::LayerStack&, const std::string&)> fn) {
+  auto* cmd = parent->add_subcommand(name, help);
+  auto out = std::make_shared<std::string>();
+  auto layers = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("output", *out, output_help)->required();
+  cmd->add_option("layers", *layers, layers_help)->required();
+  cmd->callback([=, &exit_code] {
+    std::vector<std::unique_ptr<LayerBlob>> keep;
+    auto stack = OpenStack(*layers, &keep);
+    absl::Status s = stack.ok() ? fn(**stack, *out) : stack.status();
+    if (!s.ok()) exit_code = Fail(s);
+  });
+}
+
 }  // namespace
 
 void RegisterBlobCommands(CLI::App& app, int& exit_code) {
@@ -367,63 +418,11 @@ void RegisterBlobCommands(CLI::App& app, int& exit_code) {
       if (!s.ok()) exit_code = Fail(s);
     });
   }
-  {
-    auto* cmd = lsmt->add_subcommand("merge", "merge a stack of layers into one sealed layer");
-    auto out = std::make_shared<std::string>();
-    auto layers = std::make_shared<std::vector<std::string>>();
-    cmd->add_option("output", *out, "sealed layer to write")->required();
-    cmd->add_option("layers", *layers, "layers, bottom first")->required();
-    cmd->callback([=, &exit_code] {
-      std::vector<std::unique_ptr<LayerBlob>> keep;
-      auto stack = OpenStack(*layers, &keep);
-      if (!stack.ok()) {
-        exit_code = Fail(stack.status());
-        return;
-      }
-      const auto& top = (*stack)->layers().back()->trailer();
-      auto o = blockstore::CreateLocalFile(*out);
-      if (!o.ok()) {
-        exit_code = Fail(o.status());
-        return;
-      }
-      auto w = blockstore::SealedLayerWriter::Create(
-          o->get(), {top.virtual_size, top.uuid, (*stack)->layers().front()->trailer().parent_uuid,
-                     top.user_tag});
-      absl::Status s = w.status();
-      std::string buf;
-      constexpr uint64_t kMergeChunk = 4 << 20;
-      for (const auto& m : (*stack)->index().mappings()) {
-        if (!s.ok()) break;
-        if (m.zeroed) {
-          s = (*w)->AddZeroed(m.offset * 512, uint64_t{m.length} * 512);
-          continue;
-        }
-        // Merged segments can be long (contiguous pieces join): copy in bounded chunks.
-        const uint64_t end = m.end() * 512;
-        for (uint64_t off = m.offset * 512; s.ok() && off < end; off += kMergeChunk) {
-          buf.resize(std::min(kMergeChunk, end - off));
-          s = blockstore::PreadExact(**stack, off, buf.size(), buf.data(), "stack");
-          if (s.ok()) s = (*w)->AddData(off, buf);
-        }
-      }
-      if (s.ok()) s = (*w)->Finish();
-      if (s.ok()) s = (*o)->Close();
-      if (!s.ok()) exit_code = Fail(s);
-    });
-  }
-  {
-    auto* cmd = lsmt->add_subcommand("export", "write the flat raw disk image of a stack");
-    auto out = std::make_shared<std::string>();
-    auto layers = std::make_shared<std::vector<std::string>>();
-    cmd->add_option("output", *out, "raw image to write (sparse)")->required();
-    cmd->add_option("layers", *layers, "layers, bottom first (plain, ZFile or blob)")->required();
-    cmd->callback([=, &exit_code] {
-      std::vector<std::unique_ptr<LayerBlob>> keep;
-      auto stack = OpenStack(*layers, &keep);
-      absl::Status s = stack.ok() ? ExportFlat(**stack, *out) : stack.status();
-      if (!s.ok()) exit_code = Fail(s);
-    });
-  }
+  AddStackCommand(lsmt, "merge", "merge a stack of layers into one sealed layer",
+                  "sealed layer to write", "layers, bottom first", exit_code, MergeStack);
+  AddStackCommand(lsmt, "export", "write the flat raw disk image of a stack",
+                  "raw image to write (sparse)", "layers, bottom first (plain, ZFile or blob)",
+                  exit_code, ExportFlat);
 
   // dadi blob inspect
   {
