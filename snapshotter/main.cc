@@ -120,7 +120,11 @@ int Run(int argc, char** argv) {
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + config.address, grpc::InsecureServerCredentials());
   builder.RegisterService(&service);
+  // The socket is created while the server starts: make it 0600 from birth (umask 0177), so
+  // no client ever sees a wider mode, then go back to the daemon's umask.
+  const mode_t daemon_umask = ::umask(0177);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ::umask(daemon_umask);
   if (server == nullptr) {
     spdlog::critical("cannot listen on unix:{}", config.address);
     return 1;
