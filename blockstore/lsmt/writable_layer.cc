@@ -1,4 +1,5 @@
 #include "blockstore/lsmt/writable_layer.h"
+#include "blockstore/file/fd_io.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -17,35 +18,6 @@ absl::Status Errno(absl::string_view what, absl::string_view path) {
   return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
 }
 
-absl::Status PwriteAll(int fd, const char* p, size_t n, uint64_t off, absl::string_view path) {
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(off));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Errno("pwrite", path);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-    off += static_cast<uint64_t>(w);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status PreadAll(int fd, char* p, size_t n, uint64_t off, absl::string_view path) {
-  while (n > 0) {
-    ssize_t r = ::pread(fd, p, n, static_cast<off_t>(off));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Errno("pread", path);
-    }
-    if (r == 0) return absl::DataLossError(absl::StrCat(path, ": unexpected end of file"));
-    p += r;
-    n -= static_cast<size_t>(r);
-    off += static_cast<uint64_t>(r);
-  }
-  return absl::OkStatus();
-}
-
 // RandomAccessFile over the data file's fd, for reading pieces through ReadPieces.
 class FdFile final : public RandomAccessFile {
  public:
@@ -54,7 +26,7 @@ class FdFile final : public RandomAccessFile {
   absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override {
     if (offset >= size_) return 0;
     size_t want = static_cast<size_t>(std::min<uint64_t>(n, size_ - offset));
-    if (absl::Status s = PreadAll(fd_, buf, want, offset, name_); !s.ok()) return s;
+    if (absl::Status s = PreadFull(fd_, buf, want, offset, name_); !s.ok()) return s;
     return want;
   }
   std::string Name() const override { return name_; }
@@ -91,10 +63,11 @@ absl::StatusOr<std::unique_ptr<WritableLayer>> WritableLayer::Create(const std::
   if (!index.valid()) return Errno("create", index_path);
   std::string h;
   MakeHeader(info, LsmtHeader::kFlagIsHeader | LsmtHeader::kFlagTypeData).EncodeTo(&h);
-  if (absl::Status s = PwriteAll(data.get(), h.data(), h.size(), 0, data_path); !s.ok()) return s;
+  if (absl::Status s = PwriteFull(data.get(), h.data(), h.size(), 0, data_path); !s.ok()) return s;
   h.clear();
   MakeHeader(info, LsmtHeader::kFlagIsHeader).EncodeTo(&h);
-  if (absl::Status s = PwriteAll(index.get(), h.data(), h.size(), 0, index_path); !s.ok()) return s;
+  if (absl::Status s = PwriteFull(index.get(), h.data(), h.size(), 0, index_path); !s.ok())
+    return s;
   std::unique_ptr<WritableLayer> layer(
       new WritableLayer(std::move(data), std::move(index), data_path, std::move(info)));
   absl::MutexLock lock(&layer->mu_);
@@ -117,7 +90,7 @@ absl::StatusOr<std::unique_ptr<WritableLayer>> WritableLayer::Open(const std::st
     return absl::DataLossError(absl::StrCat(data_path, ": writable layer files lack headers"));
   }
   std::string buf(kHL, '\0');
-  if (absl::Status s = PreadAll(data.get(), buf.data(), kHL, 0, data_path); !s.ok()) return s;
+  if (absl::Status s = PreadFull(data.get(), buf.data(), kHL, 0, data_path); !s.ok()) return s;
   LsmtHeader dh;
   if (absl::Status s = dh.DecodeFrom(buf, data_path); !s.ok()) return s;
   if (!dh.is_header() || !dh.is_data() || dh.sealed()) {
@@ -142,8 +115,8 @@ absl::StatusOr<std::unique_ptr<WritableLayer>> WritableLayer::Open(const std::st
   for (uint64_t i = 0; i < entries; i += kChunk) {
     uint64_t n = std::min(kChunk, entries - i);
     chunk.resize(n * SegmentMapping::kEncodedLength);
-    if (absl::Status s = PreadAll(layer->index_fd_.get(), chunk.data(), chunk.size(),
-                                  kHL + i * SegmentMapping::kEncodedLength, index_path);
+    if (absl::Status s = PreadFull(layer->index_fd_.get(), chunk.data(), chunk.size(),
+                                   kHL + i * SegmentMapping::kEncodedLength, index_path);
         !s.ok()) {
       return s;
     }
@@ -179,8 +152,8 @@ absl::Status WritableLayer::FlushIndexLocked() {
   if (::fstat(index_fd_.get(), &st) != 0) return Errno("fstat", data_path_);
   uint64_t end = static_cast<uint64_t>(st.st_size);
   end -= (end - LsmtHeader::kEncodedLength) % SegmentMapping::kEncodedLength;
-  absl::Status s = PwriteAll(index_fd_.get(), pending_index_.data(), pending_index_.size(), end,
-                             "LSMT index file");
+  absl::Status s = PwriteFull(index_fd_.get(), pending_index_.data(), pending_index_.size(), end,
+                              "LSMT index file");
   if (s.ok()) pending_index_.clear();
   return s;
 }
@@ -189,7 +162,7 @@ absl::Status WritableLayer::Write(uint64_t offset, absl::string_view data) {
   if (absl::Status s = CheckRange(offset, data.size()); !s.ok()) return s;
   if (data.empty()) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = PwriteAll(data_fd_.get(), data.data(), data.size(), data_end_, data_path_);
+  if (absl::Status s = PwriteFull(data_fd_.get(), data.data(), data.size(), data_end_, data_path_);
       !s.ok()) {
     return s;
   }
@@ -267,7 +240,7 @@ absl::Status WritableLayer::Commit(WritableFile* out) const {
       uint64_t n = std::min(kMaxChunk, total - done);
       buf.resize(n);
       if (absl::Status s =
-              PreadAll(data_fd_.get(), buf.data(), n, m.moffset * kSectorSize + done, data_path_);
+              PreadFull(data_fd_.get(), buf.data(), n, m.moffset * kSectorSize + done, data_path_);
           !s.ok()) {
         return s;
       }

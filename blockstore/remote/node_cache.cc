@@ -1,4 +1,5 @@
 #include "blockstore/remote/node_cache.h"
+#include "blockstore/file/fd_io.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -28,35 +29,6 @@ absl::Status Errno(absl::string_view what, absl::string_view path) {
   int err = errno;
   return absl::InternalError(
       absl::StrCat("node cache: ", what, " ", path, ": ", std::strerror(err)));
-}
-
-absl::Status PwriteAll(int fd, const char* p, size_t n, uint64_t off, absl::string_view path) {
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(off));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Errno("pwrite", path);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-    off += static_cast<uint64_t>(w);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status PreadAll(int fd, char* p, size_t n, uint64_t off, absl::string_view path) {
-  while (n > 0) {
-    ssize_t r = ::pread(fd, p, n, static_cast<off_t>(off));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Errno("pread", path);
-    }
-    if (r == 0) return absl::DataLossError(absl::StrCat("node cache: ", path, " is short"));
-    p += r;
-    n -= static_cast<size_t>(r);
-    off += static_cast<uint64_t>(r);
-  }
-  return absl::OkStatus();
 }
 
 std::string EncodeHeader(uint64_t unit, uint64_t size) {
@@ -160,10 +132,10 @@ absl::Status CachedBlob::Load() {
   bool ok = ::fstat(data_fd_.get(), &st) == 0 && static_cast<uint64_t>(st.st_size) == size_;
   char header[kMapHeaderSize];
   uint64_t unit = 0, size = 0;
-  ok = ok && PreadAll(map_fd_.get(), header, kMapHeaderSize, 0, map_path).ok() &&
+  ok = ok && PreadFull(map_fd_.get(), header, kMapHeaderSize, 0, map_path).ok() &&
        DecodeHeader(header, &unit, &size) && unit == unit_ && size == size_;
-  ok = ok && (bits_.empty() || PreadAll(map_fd_.get(), reinterpret_cast<char*>(bits_.data()),
-                                        bits_.size(), kMapHeaderSize, map_path)
+  ok = ok && (bits_.empty() || PreadFull(map_fd_.get(), reinterpret_cast<char*>(bits_.data()),
+                                         bits_.size(), kMapHeaderSize, map_path)
                                    .ok());
   if (!ok) {
     mu_.Unlock();
@@ -195,7 +167,8 @@ absl::Status CachedBlob::Reset() {
   std::string header = EncodeHeader(unit_, size_);
   header.append((nunits_ + 7) / 8, '\0');
   if (::ftruncate(map_fd_.get(), 0) != 0) return Errno("truncate", map_path);
-  if (absl::Status s = PwriteAll(map_fd_.get(), header.data(), header.size(), 0, map_path); !s.ok())
+  if (absl::Status s = PwriteFull(map_fd_.get(), header.data(), header.size(), 0, map_path);
+      !s.ok())
     return s;
   if (::fdatasync(map_fd_.get()) != 0) return Errno("fdatasync", map_path);
   if (::ftruncate(data_fd_.get(), 0) != 0 ||
@@ -212,12 +185,12 @@ absl::Status CachedBlob::Reset() {
 }
 
 absl::Status CachedBlob::WriteMapByte(uint64_t u) {
-  return PwriteAll(map_fd_.get(), reinterpret_cast<const char*>(&disk_bits_[u / 8]), 1,
-                   kMapHeaderSize + u / 8, dir_ + "/map");
+  return PwriteFull(map_fd_.get(), reinterpret_cast<const char*>(&disk_bits_[u / 8]), 1,
+                    kMapHeaderSize + u / 8, dir_ + "/map");
 }
 
 absl::Status CachedBlob::PreadData(uint64_t offset, size_t n, char* buf) const {
-  return PreadAll(data_fd_.get(), buf, n, offset, dir_ + "/data");
+  return PreadFull(data_fd_.get(), buf, n, offset, dir_ + "/data");
 }
 
 bool CachedBlob::verified() const {
@@ -242,7 +215,7 @@ absl::Status CachedBlob::FetchRun(uint64_t first, uint64_t count, const UnitFetc
   absl::Status s = fetch(offset, len, buf.get());
   cache_->fetch_requests_.fetch_add(1, std::memory_order_relaxed);
   if (s.ok()) {
-    s = PwriteAll(data_fd_.get(), buf.get(), len, offset, dir_ + "/data");
+    s = PwriteFull(data_fd_.get(), buf.get(), len, offset, dir_ + "/data");
   }
   // The bytes are readable now (page cache); they become durable, and only then get their map
   // bits, in the next Flush.
@@ -528,7 +501,7 @@ absl::StatusOr<std::shared_ptr<NodeCache>> NodeCache::Open(NodeCacheOptions opti
       char header[kMapHeaderSize];
       uint64_t unit = 0, size = 0;
       bool ok = IsValidDigest(digest) && fd.valid() &&
-                PreadAll(fd.get(), header, kMapHeaderSize, 0, map_path).ok() &&
+                PreadFull(fd.get(), header, kMapHeaderSize, 0, map_path).ok() &&
                 DecodeHeader(header, &unit, &size) && unit == options.unit_size;
       if (!ok) {
         spdlog::warn("node cache: removing unusable entry {}", entry.path().string());
