@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "blockstore/remote/registry_client.h"
 #include "cli/commands.h"
+#include "cli/image_flags.h"
 #include "converter/image/dedup_db.h"
 #include "converter/image/image_converter.h"
 #include "converter/image/image_reference.h"
@@ -34,23 +35,8 @@ struct ConvertFlags {
   uint64_t vsize_gib = 64;
   std::string db = "/var/lib/dadi/convert.db";
   bool json = false;
-  std::vector<std::string> insecure;
-  bool plain_http = false;
-  std::string authfile;
+  RegistryFlags registry;
 };
-
-absl::StatusOr<blockstore::Platform> ParsePlatform(const std::string& text) {
-  std::vector<std::string> parts = absl::StrSplit(text, '/');
-  if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--platform \"", text, "\": want os/arch[/variant]"));
-  }
-  blockstore::Platform p;
-  p.os = parts[0];
-  p.architecture = parts[1];
-  if (parts.size() == 3) p.variant = parts[2];
-  return p;
-}
 
 absl::StatusOr<image::ConvertSummary> RunConvert(const ConvertFlags& f) {
   auto src = image::ParseImageReference(f.src);
@@ -58,23 +44,9 @@ absl::StatusOr<image::ConvertSummary> RunConvert(const ConvertFlags& f) {
   auto dst = image::ParseImageReference(f.dst);
   if (!dst.ok()) return dst.status();
 
-  blockstore::RegistryConfig config;
-  std::string authfile = f.authfile;
-  if (authfile.empty() && std::getenv("HOME") != nullptr) {
-    std::string def = absl::StrCat(std::getenv("HOME"), "/.docker/config.json");
-    if (std::filesystem::exists(def)) authfile = def;
-  }
-  if (!authfile.empty()) {
-    if (absl::Status s = blockstore::LoadDockerConfigFile(authfile, &config); !s.ok()) return s;
-  }
-  for (const auto& h : f.insecure) config.hosts[h].insecure_skip_verify = true;
-  if (f.plain_http) {
-    for (const auto* r : {&*src, &*dst}) {
-      if (r->transport == image::Transport::kDocker)
-        config.hosts[r->registry.registry].plain_http = true;
-    }
-  }
-  auto client = std::make_shared<blockstore::RegistryClient>(config);
+  auto config = MakeRegistryConfig(f.registry, {&*src, &*dst});
+  if (!config.ok()) return config.status();
+  auto client = std::make_shared<blockstore::RegistryClient>(*config);
 
   image::ConvertOptions options;
   options.layer.algorithm = f.algorithm;
@@ -142,10 +114,7 @@ void RegisterConvertCommands(CLI::App& app, int& exit_code) {
   cmd->add_option("--vsize", f->vsize_gib, "virtual disk size in GiB (first layer)");
   cmd->add_option("--db", f->db, "layer dedup database (converted blobs kept in DB.blobs/)");
   cmd->add_flag("--json", f->json, "print a JSON summary instead of progress");
-  cmd->add_option("--insecure-registry", f->insecure,
-                  "registry host to reach without TLS verification");
-  cmd->add_flag("--plain-http", f->plain_http, "talk plain HTTP to the registries of SRC and DST");
-  cmd->add_option("--authfile", f->authfile, "docker config.json with credentials");
+  AddRegistryFlags(cmd, &f->registry);
   cmd->callback([f, &exit_code] {
     auto summary = RunConvert(*f);
     if (!summary.ok()) {

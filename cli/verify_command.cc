@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "blockstore/remote/registry_client.h"
 #include "cli/commands.h"
+#include "cli/image_flags.h"
 #include "converter/image/image_reference.h"
 #include "converter/image/image_store.h"
 #include "converter/verifier.h"
@@ -24,9 +25,7 @@ namespace image = converter::image;
 struct VerifyFlags {
   std::string converted, source;
   std::string platform;
-  std::vector<std::string> insecure;
-  bool plain_http = false;
-  std::string authfile;
+  RegistryFlags registry;
 };
 
 absl::StatusOr<converter::VerifyReport> RunVerify(const VerifyFlags& f) {
@@ -34,36 +33,15 @@ absl::StatusOr<converter::VerifyReport> RunVerify(const VerifyFlags& f) {
   if (!conv_ref.ok()) return conv_ref.status();
   auto src_ref = image::ParseImageReference(f.source);
   if (!src_ref.ok()) return src_ref.status();
-  blockstore::RegistryConfig config;
-  std::string authfile = f.authfile;
-  if (authfile.empty() && std::getenv("HOME") != nullptr) {
-    std::string def = absl::StrCat(std::getenv("HOME"), "/.docker/config.json");
-    if (std::filesystem::exists(def)) authfile = def;
-  }
-  if (!authfile.empty()) {
-    if (absl::Status s = blockstore::LoadDockerConfigFile(authfile, &config); !s.ok()) return s;
-  }
-  for (const auto& h : f.insecure) config.hosts[h].insecure_skip_verify = true;
-  if (f.plain_http) {
-    for (const auto* r : {&*conv_ref, &*src_ref}) {
-      if (r->transport == image::Transport::kDocker)
-        config.hosts[r->registry.registry].plain_http = true;
-    }
-  }
-  auto client = std::make_shared<blockstore::RegistryClient>(config);
+  auto config = MakeRegistryConfig(f.registry, {&*conv_ref, &*src_ref});
+  if (!config.ok()) return config.status();
+  auto client = std::make_shared<blockstore::RegistryClient>(*config);
 
   converter::VerifyOptions options;
   if (!f.platform.empty()) {
-    std::vector<std::string> parts = absl::StrSplit(f.platform, '/');
-    if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--platform \"", f.platform, "\": want os/arch[/variant]"));
-    }
-    blockstore::Platform p;
-    p.os = parts[0];
-    p.architecture = parts[1];
-    if (parts.size() == 3) p.variant = parts[2];
-    options.platform = p;
+    auto platform = ParsePlatform(f.platform);
+    if (!platform.ok()) return platform.status();
+    options.platform = *platform;
   }
   const char* tmp_env = std::getenv("TMPDIR");
   std::string work = absl::StrCat(tmp_env != nullptr ? tmp_env : "/tmp", "/dadi-verify-XXXXXX");
@@ -96,10 +74,7 @@ void RegisterVerifyCommands(CLI::App& app, int& exit_code) {
   cmd->add_option("--source", f->source, "source image: docker://REF, oci:DIR[:TAG], ...")
       ->required();
   cmd->add_option("--platform", f->platform, "platform of an index (os/arch[/variant])");
-  cmd->add_option("--insecure-registry", f->insecure,
-                  "registry host to reach without TLS verification");
-  cmd->add_flag("--plain-http", f->plain_http, "talk plain HTTP to the registries");
-  cmd->add_option("--authfile", f->authfile, "docker config.json with credentials");
+  AddRegistryFlags(cmd, &f->registry);
   cmd->callback([f, &exit_code] {
     auto report = RunVerify(*f);
     if (!report.ok()) {
