@@ -39,12 +39,15 @@
 #include "dadi/blockd/v1/blockd.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/remote/test_servers.h"
+#include "tests/support/kernel_state.h"
 #include "tests/support/scratch_dir.h"
 
 namespace dadi::blockstore {
 namespace {
 
 namespace fs = std::filesystem;
+using ::dadi::testing::LoopsUnder;
+using ::dadi::testing::MountsUnder;
 namespace pb = ::dadi::blockd::v1;
 
 constexpr uint64_t kImageSize = 32 << 20;
@@ -71,34 +74,6 @@ std::string RandomData(size_t n, uint64_t seed) {
     std::memcpy(data.data() + i, &w, std::min<size_t>(8, n - i));
   }
   return data;
-}
-
-// Mount points at or below `prefix`, deepest first.
-std::vector<std::string> MountsUnder(const std::string& prefix) {
-  std::vector<std::string> out;
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, dev, root, mount_point;
-    if (!(fields >> id >> parent >> dev >> root >> mount_point)) continue;
-    if (absl::StartsWith(mount_point, prefix)) out.push_back(mount_point);
-  }
-  std::sort(out.rbegin(), out.rend());
-  return out;
-}
-
-// Loop devices whose backing file is at or below `prefix`.
-std::set<std::string> LoopsUnder(const std::string& prefix) {
-  std::set<std::string> out;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator("/sys/block", ec)) {
-    std::string name = entry.path().filename();
-    if (!absl::StartsWith(name, "loop")) continue;
-    std::string backing = ReadWhole(entry.path().string() + "/loop/backing_file");
-    if (absl::StartsWith(backing, prefix)) out.insert(name);
-  }
-  return out;
 }
 
 // Polls `done` for up to 10 s (loop devices are released asynchronously); not a timing
