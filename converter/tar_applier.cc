@@ -6,11 +6,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -68,22 +71,158 @@ struct ArchiveDeleter {
   void operator()(struct archive* a) const { archive_read_free(a); }
 };
 
+// Decompresses the layer on a thread of its own (libarchive's filters under its raw format),
+// so inflating overlaps applying to ext4: gzip decoding is about a third of the CPU time of a
+// conversion. Chunks of ~1 MiB, at most kMaxChunks queued; the source reader is called from
+// that thread only. The destructor stops and joins it, also when the applier gives up early.
+class Decompressor {
+ public:
+  explicit Decompressor(const TarReader& source) : source_(source), thread_([this] { Run(); }) {}
+  Decompressor(const Decompressor&) = delete;
+  Decompressor& operator=(const Decompressor&) = delete;
+  ~Decompressor() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  // Replaces *chunk with the next piece of the plain tar stream; empty at its end.
+  absl::Status Next(std::string* chunk) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return !queue_.empty() || done_; });
+    if (queue_.empty()) {
+      chunk->clear();
+      return status_;
+    }
+    *chunk = std::move(queue_.front());
+    queue_.pop_front();
+    cv_.notify_all();
+    return absl::OkStatus();
+  }
+
+ private:
+  static constexpr size_t kMaxChunks = 4;
+
+  struct Source {
+    const TarReader* reader;
+    std::string first;  // the bytes read to see whether there is anything at all
+    bool first_given = false;
+    std::unique_ptr<char[]> buf;
+    absl::Status status;
+  };
+
+  static la_ssize_t SourceRead(struct archive* a, void* data, const void** out) {
+    auto* src = static_cast<Source*>(data);
+    if (!src->first_given) {
+      src->first_given = true;
+      *out = src->first.data();
+      return static_cast<la_ssize_t>(src->first.size());
+    }
+    absl::StatusOr<size_t> n = (*src->reader)(src->buf.get(), kReadBufferBytes);
+    if (!n.ok()) {
+      src->status = n.status();
+      archive_set_error(a, EIO, "%s", std::string(n.status().message()).c_str());
+      return -1;
+    }
+    *out = src->buf.get();
+    return static_cast<la_ssize_t>(*n);
+  }
+
+  // Queues a chunk; false when the consumer is gone.
+  bool Push(std::string chunk) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return queue_.size() < kMaxChunks || stop_; });
+    if (stop_) return false;
+    queue_.push_back(std::move(chunk));
+    cv_.notify_all();
+    return true;
+  }
+
+  void Finish(absl::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    status_ = std::move(status);
+    done_ = true;
+    cv_.notify_all();
+  }
+
+  void Run() { Finish(Decompress()); }
+
+  absl::Status Decompress() {
+    Source src{&source_, {}, false, std::unique_ptr<char[]>(new char[kReadBufferBytes]), {}};
+    // An empty layer is a valid (empty) tar; libarchive's raw format would refuse it.
+    src.first.resize(kReadBufferBytes);
+    absl::StatusOr<size_t> n = source_(src.first.data(), src.first.size());
+    if (!n.ok()) return n.status();
+    if (*n == 0) return absl::OkStatus();
+    src.first.resize(*n);
+    std::unique_ptr<struct archive, ArchiveDeleter> a(archive_read_new());
+    if (!a) return absl::ResourceExhaustedError("archive_read_new failed");
+    archive_read_support_filter_gzip(a.get());
+    archive_read_support_filter_zstd(a.get());
+    archive_read_support_filter_none(a.get());
+    archive_read_support_format_raw(a.get());
+    auto failed = [&](int r) {
+      if (!src.status.ok()) return src.status;
+      const char* msg = archive_error_string(a.get());
+      return absl::InvalidArgumentError(msg != nullptr ? std::string(msg)
+                                                       : absl::StrCat("libarchive error ", r));
+    };
+    if (int r = archive_read_open2(a.get(), &src, nullptr, SourceRead, nullptr, nullptr);
+        r != ARCHIVE_OK) {
+      return failed(r);
+    }
+    struct archive_entry* e = nullptr;
+    if (int r = archive_read_next_header(a.get(), &e); r != ARCHIVE_OK) return failed(r);
+    std::string pending;
+    pending.reserve(kReadBufferBytes);
+    while (true) {
+      const void* block = nullptr;
+      size_t size = 0;
+      la_int64_t offset = 0;
+      int r = archive_read_data_block(a.get(), &block, &size, &offset);
+      if (r == ARCHIVE_EOF) break;
+      if (r < ARCHIVE_WARN) return failed(r);
+      pending.append(static_cast<const char*>(block), size);
+      if (pending.size() >= kReadBufferBytes) {
+        if (!Push(std::move(pending))) return absl::CancelledError("reader stopped");
+        pending = std::string();
+        pending.reserve(kReadBufferBytes);
+      }
+    }
+    if (!pending.empty() && !Push(std::move(pending))) {
+      return absl::CancelledError("reader stopped");
+    }
+    return absl::OkStatus();
+  }
+
+  const TarReader& source_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> queue_;
+  bool done_ = false;
+  bool stop_ = false;
+  absl::Status status_;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
 struct ReaderContext {
-  const TarReader* reader;
-  std::unique_ptr<char[]> buf;
+  Decompressor* decompressor;
+  std::string chunk;  // what libarchive reads from until the next callback
   absl::Status status;
 };
 
 la_ssize_t ReadCallback(struct archive* a, void* data, const void** out) {
   auto* ctx = static_cast<ReaderContext*>(data);
-  absl::StatusOr<size_t> n = (*ctx->reader)(ctx->buf.get(), kReadBufferBytes);
-  if (!n.ok()) {
-    ctx->status = n.status();
-    archive_set_error(a, EIO, "%s", std::string(n.status().message()).c_str());
+  if (absl::Status s = ctx->decompressor->Next(&ctx->chunk); !s.ok()) {
+    ctx->status = s;
+    archive_set_error(a, EIO, "%s", std::string(s.message()).c_str());
     return -1;
   }
-  *out = ctx->buf.get();
-  return static_cast<la_ssize_t>(*n);
+  *out = ctx->chunk.data();
+  return static_cast<la_ssize_t>(ctx->chunk.size());
 }
 
 class Applier {
@@ -131,15 +270,15 @@ class Applier {
 };
 
 absl::StatusOr<ApplyStats> Applier::Run(const TarReader& reader) {
+  // Declared before the archive, so they outlive it.
+  Decompressor decompressor(reader);
+  ReaderContext ctx{&decompressor, {}, {}};
   std::unique_ptr<struct archive, ArchiveDeleter> a(archive_read_new());
   if (!a) return absl::ResourceExhaustedError("archive_read_new failed");
-  archive_read_support_filter_gzip(a.get());
-  archive_read_support_filter_zstd(a.get());
   archive_read_support_filter_none(a.get());
   archive_read_support_format_tar(a.get());
   archive_read_support_format_gnutar(a.get());
   archive_read_support_format_empty(a.get());
-  ReaderContext ctx{&reader, std::unique_ptr<char[]>(new char[kReadBufferBytes]), {}};
   if (archive_read_open2(a.get(), &ctx, nullptr, ReadCallback, nullptr, nullptr) != ARCHIVE_OK) {
     if (!ctx.status.ok()) {
       return absl::Status(ctx.status.code(), absl::StrCat("layer ", options_.layer_name,
