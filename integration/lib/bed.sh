@@ -13,6 +13,7 @@
 #   BED_DADI       1 when dadi-snapshotter runs, 0 when its binary is not built yet
 #   BED_BLOCKD     1 when dadi-blockd runs (bed_start with BED_WITH_BLOCKD=1), else 0
 #   BED_BLOCKD_SOCKET  its gRPC socket (when BED_BLOCKD=1)
+#   BED_PAUSE_IMAGE    the CRI sandbox image in the bed's registry (bed_start with BED_WITH_CRI=1)
 # and bctr runs this bed's ctr against this bed's containerd, in namespace $BED_NS (or
 # $BED_CTR_NS: k8s.io for images CRI pulled).
 
@@ -81,11 +82,15 @@ $([ -n "$cri" ] || _bed_cri_config_v2)
   address = "$BED_DIR/dadi/dadi.sock"
 TOML
   else
+    local cri='"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", '
+    cri+='"io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.sandbox.controller.v1.shim", '
+    [ "${BED_WITH_CRI:-0}" != 1 ] || cri=
     cat >"$c/config.toml" <<TOML
 version = 3
 root = "$c/root"
 state = "$c/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri", "io.containerd.tracing.processor.v1.otlp", "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.sandbox.controller.v1.shim"]
+disabled_plugins = [${cri}"io.containerd.nri.v1.nri", "io.containerd.tracing.processor.v1.otlp"]
+$([ -n "$cri" ] || _bed_cri_config_v3)
 
 [grpc]
   address = "$c/containerd.sock"
@@ -113,11 +118,14 @@ TOML
   fi
 }
 
-# The CRI plugin of containerd 1.x (BED_WITH_CRI=1): images for snapshotter dadi with the
-# layers' annotations passed as labels (as the kubelet pulls), the bed's registry over plain
-# HTTP (hosts directory), the streaming server on a free port, CNI directories inside the bed.
-# CRI keeps its images in the namespace k8s.io.
-_bed_cri_config_v2() {
+# The CRI plugin (BED_WITH_CRI=1): images for snapshotter dadi with the layers' annotations
+# passed as labels (as the kubelet pulls), the bed's registry over plain HTTP (hosts directory),
+# the sandbox image from the bed's registry ($BED_PAUSE_IMAGE, images/build pause), the
+# streaming server on a free port, empty CNI directories inside the bed (pods use the host's
+# network: no CNI plugin is called), OOM score adjustments no lower than containerd's own (runc
+# cannot set the sandbox's -998 without CAP_SYS_RESOURCE, which this machine's root lacks). CRI
+# keeps its images in the namespace k8s.io.
+_bed_cri_dirs() {
   local c=$BED_DIR/containerd
   mkdir -p "$c/certs.d/$BED_REGISTRY" "$c/cni/bin" "$c/cni/conf"
   cat >"$c/certs.d/$BED_REGISTRY/hosts.toml" <<HOSTS
@@ -125,10 +133,18 @@ server = "http://$BED_REGISTRY"
 [host."http://$BED_REGISTRY"]
   capabilities = ["pull", "resolve"]
 HOSTS
+}
+
+# containerd 1.x, config version 2.
+_bed_cri_config_v2() {
+  local c=$BED_DIR/containerd
+  _bed_cri_dirs
   cat <<TOML
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  sandbox_image = "$BED_PAUSE_IMAGE"
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "dadi"
     disable_snapshot_annotations = false
@@ -140,11 +156,40 @@ HOSTS
 TOML
 }
 
+# containerd 2.x, config version 3: the same keys, split over the images and runtime plugins.
+_bed_cri_config_v3() {
+  local c=$BED_DIR/containerd
+  _bed_cri_dirs
+  cat <<TOML
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "dadi"
+  disable_snapshot_annotations = false
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "$BED_PAUSE_IMAGE"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "$c/certs.d"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+[plugins.'io.containerd.cri.v1.runtime'.cni]
+  bin_dirs = ["$c/cni/bin"]
+  conf_dir = "$c/cni/conf"
+TOML
+}
+
+# BED_REGISTRY_NETNS=NAME BED_REGISTRY_HOST=ADDR (opt-in, both set by the caller, who owns the
+# namespace): the registry runs inside network namespace NAME (ip netns exec) and listens on ADDR,
+# an address of NAME the host routes to (integration/bench/coldstart: a veth pair with a rate
+# limit). By default it listens on 127.0.0.1 of the host.
 bed_start_registry() {
   mkdir -p "$BED_DIR/registry/data"
-  BED_REGISTRY=127.0.0.1:$(free_port)
+  BED_REGISTRY=${BED_REGISTRY_HOST:-127.0.0.1}:$(free_port)
   _bed_write_registry_config
-  docker-registry serve "$BED_DIR/registry/config.yml" >"$BED_DIR/logs/registry.log" 2>&1 &
+  local in_netns=()
+  [ -z "${BED_REGISTRY_NETNS:-}" ] || in_netns=(ip netns exec "$BED_REGISTRY_NETNS")
+  "${in_netns[@]}" docker-registry serve "$BED_DIR/registry/config.yml" >"$BED_DIR/logs/registry.log" 2>&1 &
   BED_REGISTRY_PID=$!
   disown "$BED_REGISTRY_PID"
   wait_until 30 "registry on $BED_REGISTRY" curl -fsS "http://$BED_REGISTRY/v2/" ||
@@ -240,12 +285,15 @@ bed_start() {
   trap 'exit 130' INT TERM
   log "bed $BED_DIR: containerd $(basename "$BED_CONTAINERD_DIR"), namespace $BED_NS"
   bed_start_registry
+  BED_PAUSE_IMAGE=
+  if [ "${BED_WITH_CRI:-0}" = 1 ]; then BED_PAUSE_IMAGE=$(bed_push_image pause); fi
   BED_BLOCKD=0
   BED_BLOCKD_SOCKET=
   if [ "${BED_WITH_BLOCKD:-0}" = 1 ]; then bed_start_blockd; fi
   bed_start_snapshotter
   bed_start_containerd
-  export BED_DIR BED_SERIES BED_NS BED_REGISTRY BED_DADI BED_CONTAINERD_DIR BED_BLOCKD BED_BLOCKD_SOCKET
+  export BED_DIR BED_SERIES BED_NS BED_REGISTRY BED_DADI BED_CONTAINERD_DIR BED_BLOCKD BED_BLOCKD_SOCKET \
+    BED_PAUSE_IMAGE
 }
 
 # _bed_kill_wait PID SIGNAL TIMEOUT: signals PID, waits up to TIMEOUT s, then SIGKILLs it.
