@@ -1,0 +1,121 @@
+# shellcheck shell=bash
+# Helpers of integration/bench/coldstart: a network namespace holding the bed's registry behind a
+# rate-limited veth pair, and the sequential-read image (the Debian test image plus a 200 MiB
+# file). Sourced after lib/bed.sh.
+
+# --- the registry's network namespace -------------------------------------------------------
+#
+# cs_net_up NAME: creates network namespace cs-<run>-NAME and a veth pair between it and the
+# host, in a private /30 of 10.231.0.0/16 not in use on this machine; sets CS_NETNS (namespace),
+# CS_VETH_HOST / CS_VETH_NS (link names), CS_HOST_ADDR / CS_NS_ADDR (the host's and the
+# namespace's addresses). Names and subnets are unique per run (they embed the pid), so parallel
+# runs do not clash. No rate limit yet (cs_net_limit). cs_net_down removes everything again.
+cs_net_up() {
+  local name=$1 i a b used
+  CS_NETNS=cs-$$-$name
+  # Link names have at most 15 characters.
+  CS_VETH_HOST=cs$$h$name
+  CS_VETH_NS=cs$$n$name
+  CS_VETH_HOST=${CS_VETH_HOST:0:15}
+  CS_VETH_NS=${CS_VETH_NS:0:15}
+  used=$(ip -4 -o addr show | awk '{print $4}')
+  for ((i = 0; i < 64; i++)); do
+    a=$(((($$ + i * 7919) / 64) % 256))
+    b=$(((($$ + i * 7919) % 64) * 4))
+    grep -q "^10\.231\.$a\.$b/" <<<"$used" || break
+  done
+  CS_HOST_ADDR=10.231.$a.$((b + 1))
+  CS_NS_ADDR=10.231.$a.$((b + 2))
+  ip netns add "$CS_NETNS"
+  ip link add "$CS_VETH_HOST" type veth peer name "$CS_VETH_NS"
+  ip link set "$CS_VETH_NS" netns "$CS_NETNS"
+  ip addr add "$CS_HOST_ADDR/30" dev "$CS_VETH_HOST"
+  ip link set "$CS_VETH_HOST" up
+  ip -n "$CS_NETNS" addr add "$CS_NS_ADDR/30" dev "$CS_VETH_NS"
+  ip -n "$CS_NETNS" link set "$CS_VETH_NS" up
+  ip -n "$CS_NETNS" link set lo up
+  log "netns $CS_NETNS: host $CS_VETH_HOST $CS_HOST_ADDR <-> $CS_VETH_NS $CS_NS_ADDR"
+}
+
+# cs_net_limit RATE: a tbf qdisc of RATE (tc syntax: 100mbit, 1gbit) on both ends of the veth
+# pair, so both directions (requests, and the registry's answers) are limited. The bucket holds
+# 4 ms at RATE (at least 64 KiB, above one GSO packet); packets wait at most 50 ms in the queue.
+cs_net_limit() {
+  local rate=$1 bits burst
+  case $rate in
+    *gbit) bits=$((${rate%gbit} * 1000000000)) ;;
+    *mbit) bits=$((${rate%mbit} * 1000000)) ;;
+    *) die "rate $rate: use NNNmbit or NNNgbit" ;;
+  esac
+  burst=$((bits / 8 / 250))
+  [ "$burst" -ge 65536 ] || burst=65536
+  tc qdisc replace dev "$CS_VETH_HOST" root tbf rate "$rate" burst "$burst" latency 50ms
+  tc -n "$CS_NETNS" qdisc replace dev "$CS_VETH_NS" root tbf rate "$rate" burst "$burst" latency 50ms
+  log "tbf $rate (burst $burst bytes) on $CS_VETH_HOST and $CS_NETNS/$CS_VETH_NS"
+}
+
+# cs_net_down: removes the veth pair and the namespace (killing what still runs in it). Safe to
+# call twice or before cs_net_up.
+cs_net_down() {
+  [ -n "${CS_NETNS:-}" ] || return 0
+  local pid
+  if ip netns list | awk '{print $1}' | grep -qxF "$CS_NETNS"; then
+    for pid in $(ip netns pids "$CS_NETNS" 2>/dev/null); do kill -s KILL "$pid" 2>/dev/null || true; done
+  fi
+  ip link del "$CS_VETH_HOST" 2>/dev/null || true
+  ip netns del "$CS_NETNS" 2>/dev/null || true
+  CS_NETNS=
+}
+
+# cs_net_leaks: namespaces or links of this run left behind; empty if none.
+cs_net_leaks() {
+  ip netns list | awk '{print $1}' | grep "^cs-$$-" | sed 's/^/netns /' || true
+  ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep "^cs$$[hn]" | sed 's/^/link /' || true
+}
+
+# --- the sequential-read image --------------------------------------------------------------
+#
+# cs_seq_image DEBIAN_DIR: the Debian test image (OCI layout DEBIAN_DIR/oci, tag debian) plus one
+# layer holding /data/seq200.bin, 200 MiB of AES-CTR keystream (incompressible, the same bytes in
+# every build: fixed key and IV). Built once into
+# $DADI_CACHE_DIR/images/coldstart-seq200-<key>/oci (tag seq200), key = this file and the Debian
+# image's directory; prints that directory. Built in a temporary directory renamed on success,
+# under a flock; builds of other keys are removed.
+CS_SEQ_FILE=/data/seq200.bin
+CS_SEQ_BYTES=$((200 * 1048576))
+
+cs_seq_image() {
+  local debian=$1 dir
+  dir=$DADI_CACHE_DIR/images/coldstart-seq200-$(cache_key "${BASH_SOURCE[0]}" "$debian")
+  if [ ! -f "$dir/oci/index.json" ]; then
+    with_lock "$DADI_CACHE_DIR/images/.lock-coldstart-seq200" _cs_seq_build "$debian" "$dir" >&2
+  fi
+  echo "$dir"
+}
+
+_cs_seq_build() {
+  local debian=$1 dir=$2 tmp old start=$SECONDS
+  [ ! -f "$dir/oci/index.json" ] || return 0
+  tmp=$(mktemp -d "$DADI_CACHE_DIR/images/.build-coldstart-seq200-XXXXXX")
+  log "building the sequential-read image in $tmp"
+  # shellcheck disable=SC2064 # expand now: tmp is local
+  trap "rm -rf '$tmp'" EXIT
+  cp -a "$debian/oci" "$tmp/oci"
+  mkdir -p "$tmp/layer/data"
+  # openssl dies of SIGPIPE when head has enough: not a failure.
+  { openssl enc -aes-128-ctr -nosalt -K 000102030405060708090a0b0c0d0e0f -iv 00000000000000000000000000000000 \
+    -in /dev/zero 2>/dev/null || true; } | head -c "$CS_SEQ_BYTES" >"$tmp/layer$CS_SEQ_FILE"
+  [ "$(stat -c %s "$tmp/layer$CS_SEQ_FILE")" -eq "$CS_SEQ_BYTES" ] || die "short $CS_SEQ_FILE"
+  tar -C "$tmp/layer" --numeric-owner --owner=0 --group=0 --mtime=@0 --sort=name -cf "$tmp/layer.tar" data
+  umoci tag --image "$tmp/oci:debian" seq200
+  umoci raw add-layer --image "$tmp/oci:seq200" --history.created_by "coldstart: $CS_SEQ_FILE, 200 MiB" "$tmp/layer.tar"
+  umoci gc --layout "$tmp/oci"
+  rm -rf "$tmp/layer" "$tmp/layer.tar"
+  trap - EXIT
+  rm -rf "$dir"
+  mv -T "$tmp" "$dir"
+  for old in "$DADI_CACHE_DIR/images/coldstart-seq200-"*; do
+    [ "$old" = "$dir" ] || rm -rf "$old"
+  done
+  log "built the sequential-read image in $((SECONDS - start))s: $dir"
+}
