@@ -104,7 +104,9 @@ void RegisterConvertCommands(CLI::App& app, int& exit_code) {
                   "source: docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
                   "docker-archive:FILE[:REF]")
       ->required();
-  cmd->add_option("DST", f->dst, "destination: docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG]")
+  cmd->add_option("DST", f->dst,
+                  "destination: docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
+                  "docker-archive:FILE[:REF] (one platform)")
       ->required();
   cmd->add_option("--platform", f->platform, "only this platform of an index (os/arch[/variant])");
   cmd->add_option("--algorithm", f->algorithm, "lz4 or zstd")

@@ -393,6 +393,76 @@ class OciArchiveDestination : public OciLayoutDestination {
   std::string archive_;
 };
 
+// A `docker save` tarball: manifest.json ([{"Config", "RepoTags", "Layers"}]), the config as
+// <hex>.json and each layer blob as <hex>/layer.tar. Blobs are staged as an OCI layout in
+// `stage_dir` and packed at Commit. One image only: a docker archive has no index (pick a
+// platform with --platform) and no place for manifest or layer annotations, so a converted
+// image read back from it is found by its layer digests alone.
+class DockerArchiveDestination : public OciLayoutDestination {
+ public:
+  DockerArchiveDestination(std::string stage_dir, std::string tag, std::string archive)
+      : OciLayoutDestination(std::move(stage_dir), std::move(tag)), archive_(std::move(archive)) {}
+
+  absl::Status Commit() override {
+    const std::string name = absl::StrCat("docker-archive:", archive_);
+    std::string body = top_.body;
+    if (top_.media_type == blockstore::kOciIndexMediaType ||
+        top_.media_type == blockstore::kDockerManifestListMediaType) {
+      // An index of one platform (--platform) stands for its manifest.
+      auto index = blockstore::ParseImageIndex(top_.body);
+      if (!index.ok()) return index.status();
+      if (index->manifests.size() != 1) {
+        return absl::InvalidArgumentError(absl::StrCat(name, ": holds one image, the index has ",
+                                                       index->manifests.size(),
+                                                       " platforms; choose one with --platform"));
+      }
+      auto path = BlobPath(dir_, index->manifests[0].digest);
+      if (!path.ok()) return path.status();
+      auto child = ReadWholeFile(*path, blockstore::kMaxManifestBytes);
+      if (!child.ok()) return child.status();
+      body = *std::move(child);
+    }
+    auto m = blockstore::ParseImageManifest(body);
+    if (!m.ok()) return m.status();
+    const std::string out = dir_ + ".archive";
+    std::error_code ec;
+    fs::remove_all(out, ec);
+    fs::create_directories(out, ec);
+    if (ec) return absl::InternalError(absl::StrCat("mkdir ", out, ": ", ec.message()));
+    // Hard links into the staging layout (a copy across file systems).
+    auto place = [&](const std::string& digest, const std::string& rel) -> absl::Status {
+      auto from = BlobPath(dir_, digest);
+      if (!from.ok()) return from.status();
+      fs::create_directories(fs::path(out + "/" + rel).parent_path(), ec);
+      if (::link(from->c_str(), (out + "/" + rel).c_str()) == 0) return absl::OkStatus();
+      return CopyFile(*from, out + "/" + rel);
+    };
+    auto hex = [](const std::string& digest) { return digest.substr(digest.find(':') + 1); };
+    const std::string config_rel = hex(m->config.digest) + ".json";
+    json entry = {{"Config", config_rel}, {"Layers", json::array()}};
+    if (absl::Status s = place(m->config.digest, config_rel); !s.ok()) return s;
+    for (const blockstore::Descriptor& l : m->layers) {
+      std::string rel = hex(l.digest) + "/layer.tar";
+      if (absl::Status s = place(l.digest, rel); !s.ok()) return s;
+      entry["Layers"].push_back(rel);
+    }
+    if (!tag_.empty()) {
+      // docker load wants repo:tag; a bare name means :latest, as for docker tag.
+      size_t slash = tag_.rfind('/');
+      bool has_tag = tag_.find(':', slash == std::string::npos ? 0 : slash) != std::string::npos;
+      entry["RepoTags"] = json::array({has_tag ? tag_ : tag_ + ":latest"});
+    }
+    if (absl::Status s = WriteFileAtomically(out + "/manifest.json", json::array({entry}).dump());
+        !s.ok()) {
+      return s;
+    }
+    return TarDirectory(out, archive_);
+  }
+
+ private:
+  std::string archive_;
+};
+
 class RegistryDestination : public ImageDestination {
  public:
   RegistryDestination(blockstore::Reference ref, std::shared_ptr<blockstore::RegistryClient> client)
@@ -469,6 +539,9 @@ absl::Status TarDirectory(const std::string& dir, const std::string& tar_path) {
   }
   if (ec) return absl::InternalError(absl::StrCat("walk ", dir, ": ", ec.message()));
   std::sort(entries.begin(), entries.end());
+  if (fs::path parent = fs::path(tar_path).parent_path(); !parent.empty()) {
+    fs::create_directories(parent, ec);
+  }
   struct archive* a = archive_write_new();
   archive_write_set_format_pax_restricted(a);
   std::string tmp = tar_path + ".tmp";
@@ -607,10 +680,8 @@ absl::StatusOr<std::unique_ptr<ImageDestination>> OpenImageDestination(
     case Transport::kOciArchive:
       return std::make_unique<OciArchiveDestination>(work_dir + "/dest-oci", ref.tag, ref.path);
     case Transport::kDockerArchive:
-      return absl::UnimplementedError(
-          absl::StrCat(ref.String(),
-                       ": docker-archive is a source only (an overlaybd image "
-                       "cannot be loaded with docker load)"));
+      return std::make_unique<DockerArchiveDestination>(work_dir + "/dest-docker", ref.tag,
+                                                        ref.path);
   }
   return absl::InvalidArgumentError("unknown transport");
 }

@@ -530,8 +530,74 @@ TEST_F(ImageConverterTest, DockerArchiveSource) {
   auto missing =
       Run("docker-archive:" + dir_.Join("save.tar") + ":nope:1", "oci:" + dir_.Join("dst2"));
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
-  auto as_dest = Run("oci:" + dir_.Join("dst") + ":app", "docker-archive:" + dir_.Join("x.tar"));
-  EXPECT_EQ(as_dest.status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST_F(ImageConverterTest, DockerArchiveDestinationRoundTrip) {
+  LayoutBuilder src(dir_.Join("src"));
+  src.Tag(src.Image({"base", "app", "top"}), "v1");
+  const std::string archive = dir_.Join("out.tar");
+  auto sum = Run("oci:" + src.dir() + ":v1", "docker-archive:" + archive + ":example/app:obd");
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(sum->layers, 3);
+  // The same conversion into an OCI layout: the reference for blobs and config.
+  auto direct = Run("oci:" + src.dir() + ":v1", "oci:" + dir_.Join("direct") + ":conv", "d.db");
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  EXPECT_EQ(direct->digest, sum->digest);
+  auto want = blockstore::ParseImageManifest(Top(dir_.Join("direct"), "conv").body);
+  ASSERT_TRUE(want.ok()) << want.status();
+
+  // docker save's layout: manifest.json, <config hex>.json, <layer hex>/layer.tar.
+  ASSERT_TRUE(UntarToDirectory(archive, dir_.Join("unpacked")).ok());
+  json saved = json::parse(ReadFile(dir_.Join("unpacked/manifest.json")));
+  ASSERT_TRUE(saved.is_array());
+  ASSERT_EQ(saved.size(), 1u);
+  EXPECT_EQ(saved[0]["RepoTags"], json::array({"example/app:obd"}));
+  EXPECT_EQ(saved[0]["Config"], want->config.digest.substr(7) + ".json");
+  EXPECT_EQ(ReadFile(dir_.Join("unpacked/" + want->config.digest.substr(7) + ".json")),
+            BlobOf(dir_.Join("direct"), want->config.digest));
+  ASSERT_EQ(saved[0]["Layers"].size(), want->layers.size());
+  for (size_t i = 0; i < want->layers.size(); ++i) {
+    const std::string rel = want->layers[i].digest.substr(7) + "/layer.tar";
+    EXPECT_EQ(saved[0]["Layers"][i], rel);
+    EXPECT_EQ(ReadFile(dir_.Join("unpacked/" + rel)),
+              BlobOf(dir_.Join("direct"), want->layers[i].digest));
+  }
+
+  // Read back as a source: the same layers (the overlaybd blobs) and config.
+  auto ref = ParseImageReference("docker-archive:" + archive + ":example/app:obd");
+  ASSERT_TRUE(ref.ok());
+  fs::create_directories(dir_.Join("readback"));
+  auto back = OpenImageSource(*ref, nullptr, dir_.Join("readback"));
+  ASSERT_TRUE(back.ok()) << back.status();
+  auto top = (*back)->TopManifest();
+  ASSERT_TRUE(top.ok()) << top.status();
+  auto got = blockstore::ParseImageManifest(top->body);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->config.digest, want->config.digest);
+  ASSERT_EQ(got->layers.size(), want->layers.size());
+  for (size_t i = 0; i < got->layers.size(); ++i) {
+    EXPECT_EQ(got->layers[i].digest, want->layers[i].digest);
+    EXPECT_EQ(got->layers[i].size, want->layers[i].size);
+  }
+  auto config = (*back)->SmallBlob(want->config.digest);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(*config, BlobOf(dir_.Join("direct"), want->config.digest));
+
+  // Untagged: no RepoTags; the archive's only image is found without a name.
+  ASSERT_TRUE(Run("oci:" + src.dir() + ":v1", "docker-archive:" + dir_.Join("untagged.tar")).ok());
+  ASSERT_TRUE(UntarToDirectory(dir_.Join("untagged.tar"), dir_.Join("untagged")).ok());
+  EXPECT_FALSE(json::parse(ReadFile(dir_.Join("untagged/manifest.json")))[0].contains("RepoTags"));
+
+  // An index does not fit; one platform of it does.
+  Descriptor amd = src.Image({"base-amd64"}, "amd64");
+  Descriptor arm = src.Image({"base-arm64"}, "arm64");
+  src.Tag(src.Index({amd, arm}), "multi");
+  auto index = Run("oci:" + src.dir() + ":multi", "docker-archive:" + dir_.Join("multi.tar"));
+  EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument) << index.status();
+  EXPECT_FALSE(fs::exists(dir_.Join("multi.tar")));
+  auto arm_only = Run("oci:" + src.dir() + ":multi", "docker-archive:" + dir_.Join("arm.tar"),
+                      "convert.db", nullptr, blockstore::Platform{"arm64", "linux", "", "", {}});
+  EXPECT_TRUE(arm_only.ok()) << arm_only.status();
 }
 
 TEST_F(ImageConverterTest, BadInputs) {
