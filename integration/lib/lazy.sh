@@ -4,17 +4,20 @@
 # Sourced by tests after lib/test.sh, and by the demo.
 
 # lazy_begin: test_begin with dadi-blockd in the bed (and, where ctr cannot pull lazily, the
-# CRI plugin; see lazy_pull_method). SKIP (77) when a program of the block path is not built.
+# CRI plugin; see lazy_pull_method). LAZY_PULL=cri lazy_begin: the CRI plugin on every series
+# (the CRI tests). SKIP (77) when a program of the block path is not built.
 lazy_begin() {
   [ "$SNAP" = dadi ] || { log "SKIP: the lazy block path concerns dadi only"; exit 77; }
   local b
   for b in "$DADI_SNAPSHOTTER_BIN" "$DADI_BLOCKD_BIN" "$DADI_CLI_BIN"; do
     [ -x "$b" ] || { log "SKIP: $b is not built"; exit 77; }
   done
-  LAZY_PULL=$(lazy_pull_method "${DADI_CONTAINERD:-1.6}")
+  LAZY_PULL=${LAZY_PULL:-$(lazy_pull_method "${DADI_CONTAINERD:-1.6}")}
   if [ "$LAZY_PULL" = cri ]; then
-    /usr/bin/python3 -c 'import grpc' 2>/dev/null ||
-      { log "SKIP: CRI pulls need python3-grpcio (deps/debian-packages.txt)"; exit 77; }
+    if ! /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null || ! command -v protoc >/dev/null; then
+      log "SKIP: CRI calls need python3-grpcio, python3-protobuf and protoc (deps/debian-packages.txt)"
+      exit 77
+    fi
     BED_WITH_BLOCKD=1 BED_WITH_CRI=1 test_begin
     # CRI keeps its images (and so their snapshots) in the namespace k8s.io.
     export BED_CTR_NS=k8s.io
@@ -29,7 +32,7 @@ lazy_begin() {
 #        annotations as labels to Prepare (containerd 2.x: transfer service)
 #   cri  ctr of this series passes no labels (it unpacks with Image.Unpack, and no flag changes
 #        that; see docs/operations.md, "What reaches the snapshotter"): the image is pulled
-#        through the CRI plugin (lib/cri-pull.py), as the kubelet does, into namespace k8s.io
+#        through the CRI plugin (lib/cri.py pull), as the kubelet does, into namespace k8s.io
 lazy_pull_method() {
   case $1 in
     1.6 | 1.7) echo cri ;;
@@ -37,11 +40,33 @@ lazy_pull_method() {
   esac
 }
 
+# bcri COMMAND ARGS...: lib/cri.py (a tiny crictl) against this bed's CRI plugin; its generated
+# code, pod configs and container logs in $BED_DIR/cri, pods' cgroups inside the bed's namespace.
+bcri() {
+  CRI_DIR=$BED_DIR/cri CRI_CGROUP_PARENT=/$BED_NS /usr/bin/python3 \
+    "$DADI_REPO_DIR/integration/lib/cri.py" "$BED_DIR/containerd/containerd.sock" "$@"
+}
+
+# cri_state ID: CREATED, RUNNING, EXITED or UNKNOWN (CRI's state of container ID).
+cri_state() { bcri status "$1" | jq -r .state; }
+
+# cri_is ID STATE: true when container ID has STATE (for wait_until).
+cri_is() { [ "$(cri_state "$1")" = "$2" ]; }
+
+# snapshot_dirs KEY: "UPPERDIR LOWEST_LOWERDIR" of dadi's active snapshot KEY (a container's
+# rootfs: CRI names it after the container id), from the mount the snapshotter returns.
+snapshot_dirs() {
+  local cmd opts
+  cmd=$(bctr snapshots --snapshotter dadi mounts /rootfs "$1")
+  opts=${cmd##* -o }
+  echo "$(tr ',' '\n' <<<"$opts" | sed -n 's/^upperdir=//p')" \
+    "$(tr ',' '\n' <<<"$opts" | sed -n 's/^lowerdir=//p' | tr ':' '\n' | tail -n 1)"
+}
+
 # lazy_pull REF: pulls the overlaybd image REF lazily for snapshotter dadi.
 lazy_pull() {
   if [ "${LAZY_PULL:-ctr}" = cri ]; then
-    /usr/bin/python3 "$DADI_REPO_DIR/integration/lib/cri-pull.py" \
-      "$BED_DIR/containerd/containerd.sock" "$1" >/dev/null
+    bcri pull "$1" >/dev/null
   else
     bctr images pull --plain-http --snapshotter dadi "$1" >/dev/null
   fi
