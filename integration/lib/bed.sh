@@ -368,6 +368,17 @@ _bed_detach_loops() {
   done < <(losetup -n -l -O NAME,BACK-FILE 2>/dev/null || true)
 }
 
+# runc keeps a container's state in /run/containerd/runc/<namespace>/<id> (the shim's default
+# root) until its task is deleted; tasks killed with their shims leave it: remove what names
+# this bed (after every process of the bed is gone).
+_bed_clean_runc_state() {
+  local f
+  for f in /run/containerd/runc/*/*/state.json; do
+    if [ -f "$f" ] && grep -qF -- "$BED_DIR/" "$f"; then rm -rf -- "$(dirname "$f")"; fi
+  done
+  rmdir "/run/containerd/runc/$BED_NS" 2>/dev/null || true
+}
+
 # bed_leaks: prints what the bed left behind (processes, mounts, loop devices); empty if none.
 bed_leaks() {
   local p
@@ -399,6 +410,7 @@ bed_stop() {
   _bed_unmount_all
   _bed_detach_loops
   wait_until 10 "stray processes of $BED_DIR to exit" _bed_no_strays
+  _bed_clean_runc_state
   local leaks
   leaks=$(bed_leaks)
   if [ -n "$leaks" ]; then
