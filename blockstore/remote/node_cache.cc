@@ -348,11 +348,13 @@ absl::StatusOr<size_t> CachedBlob::Read(uint64_t offset, size_t n, char* buf,
     {
       absl::MutexLock lock(&mu_);
       if (!verified_) {
-        bool sequential = offset == next_expected_;
-        uint64_t max_units = max_readahead / unit_;
-        readahead_units_ =
-            sequential ? std::min(max_units, std::max<uint64_t>(1, readahead_units_ * 2)) : 0;
-        window = readahead_units_;
+        // Readahead is earned the kernel's way: only a run of sequential reads gets it, and
+        // the window is as large as the run so far (up to max_readahead). Reading a small file
+        // fetches nothing beyond it; a scan of a large one fetches ahead what it already read.
+        sequential_run_ = offset == next_expected_ ? sequential_run_ + n : n;
+        if (sequential_run_ >= kReadaheadMinRun) {
+          window = std::min(max_readahead, sequential_run_) / unit_;
+        }
         uint64_t hits = 0;
         for (uint64_t u = first; u <= last; ++u) {
           if (TestBit(u)) {

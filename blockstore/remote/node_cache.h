@@ -56,6 +56,9 @@ struct NodeCacheStats {
 
 class NodeCache;
 
+// Sequential bytes a blob's readers must read in a row before readahead starts.
+inline constexpr uint64_t kReadaheadMinRun = 256 << 10;
+
 // Reads `len` bytes at `offset` of the blob from its origin into `buf` (exactly).
 using UnitFetcher = std::function<absl::Status(uint64_t offset, size_t len, char* buf)>;
 
@@ -69,10 +72,10 @@ class CachedBlob : public std::enable_shared_from_this<CachedBlob> {
   uint64_t num_units() const { return nunits_; }
 
   // Reads min(n, size - offset) bytes, fetching missing units with `fetch` (concurrent misses
-  // of a unit share one fetch). Sequential reads grow a readahead window up to
-  // `max_readahead` bytes; the units ahead are fetched in the background (at most two
-  // readaheads at a time per blob), started when the read comes within a window of the missing
-  // data.
+  // of a unit share one fetch). Once kReadaheadMinRun bytes were read in a row, the units
+  // ahead are fetched in the background, a window as large as the run so far, up to
+  // `max_readahead` bytes (at most two readaheads at a time per blob), started when the read
+  // comes within a window of the missing data.
   // `fetch` must stay callable after Read returns (it is copied into the background fetch).
   absl::StatusOr<size_t> Read(uint64_t offset, size_t n, char* buf, const UnitFetcher& fetch,
                               uint64_t max_readahead);
@@ -147,7 +150,8 @@ class CachedBlob : public std::enable_shared_from_this<CachedBlob> {
   uint64_t present_ ABSL_GUARDED_BY(mu_) = 0;
   bool verified_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_expected_ ABSL_GUARDED_BY(mu_) = UINT64_MAX;
-  uint64_t readahead_units_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bytes read in a row, each read starting where the previous one ended.
+  uint64_t sequential_run_ ABSL_GUARDED_BY(mu_) = 0;
   int readaheads_running_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

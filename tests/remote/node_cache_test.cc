@@ -254,6 +254,37 @@ TEST(NodeCacheTest, SequentialReadsReadAhead) {
   EXPECT_LT(origin.requests(), 12);  // 32 units in far fewer requests
 }
 
+// Readahead must be earned by a long enough run: reading a small file in small pieces fetches
+// nothing past it, and a longer run fetches ahead. The cache is destroyed before counting, which
+// waits for background fetches, so a readahead that was started is always seen.
+TEST(NodeCacheTest, ReadaheadOnlyAfterALongSequentialRun) {
+  static_assert(kReadaheadMinRun % kUnit == 0 && kReadaheadMinRun >= 2 * kUnit);
+  const uint64_t run_units = kReadaheadMinRun / kUnit;
+  testing::ScratchDir dir("remote-cache");
+  Origin origin(RandomBytes(8 * run_units * kUnit, 11));
+  {
+    auto cache = OpenCache(dir.path());
+    auto blob = cache->Blob(Sha256Digest(origin.data()), origin.data().size());
+    ASSERT_TRUE(blob.ok());
+    auto f = origin.Fetcher();
+    // A "small file": one unit short of the run that earns readahead, read in 4 KiB pieces.
+    const uint64_t small_end = (run_units - 1) * kUnit;
+    for (uint64_t off = 0; off < small_end; off += 4096) {
+      ASSERT_EQ(ReadRange(**blob, off, 4096, f, 64 * kUnit), origin.data().substr(off, 4096));
+    }
+    // A large file elsewhere in the blob, read in a row well past the run.
+    const uint64_t large = 4 * run_units * kUnit, large_end = large + 2 * run_units * kUnit;
+    for (uint64_t off = large; off < large_end; off += kUnit) {
+      ASSERT_EQ(ReadRange(**blob, off, kUnit, f, 64 * kUnit), origin.data().substr(off, kUnit));
+    }
+  }
+  for (uint64_t u = run_units - 1; u < 4 * run_units; ++u) {
+    EXPECT_EQ(origin.UnitFetches(u), 0) << "unit " << u << " was read ahead of a short run";
+  }
+  const uint64_t past_large = 6 * run_units;
+  EXPECT_EQ(origin.UnitFetches(past_large), 1) << "no readahead after a long sequential run";
+}
+
 TEST(NodeCacheTest, FailedFetchIsNotCachedAndInvalidateRefetches) {
   testing::ScratchDir dir("remote-cache");
   Origin origin(RandomBytes(4 * kUnit, 8));
