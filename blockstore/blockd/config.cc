@@ -17,6 +17,8 @@ namespace dadi::blockstore::blockd {
 namespace {
 
 constexpr const char* kLogLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+// read_ahead_kb beyond this is no longer readahead but a whole-image download.
+constexpr uint64_t kMaxDeviceReadAheadKb = 16384;
 
 absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
   std::ifstream in(path);
@@ -213,6 +215,15 @@ absl::Status ApplyConfigToml(absl::string_view toml_text, absl::string_view sour
       uint64_t n = 0;
       s = GetUint(node, source, key, &n);
       config->fuse_threads = static_cast<int>(std::min<uint64_t>(n, 1024));
+    } else if (key == "device_read_ahead_kb") {
+      uint64_t kb = 0;
+      s = GetUint(node, source, key, &kb);
+      if (s.ok() && kb > kMaxDeviceReadAheadKb) {
+        s = KeyError(source, key, absl::StrCat("must be at most ", kMaxDeviceReadAheadKb));
+      }
+      config->device_read_ahead_kb = static_cast<uint32_t>(std::min(kb, kMaxDeviceReadAheadKb));
+    } else if (key == "loop_direct_io") {
+      s = GetBool(node, source, key, &config->loop_direct_io);
     } else if (key == "log_level") {
       s = GetString(node, source, key, &config->log_level);
     } else if (key == "registry_config") {
@@ -266,6 +277,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   std::optional<uint64_t> cache_size_limit, cache_unit, block_cache_bytes, readahead_bytes,
       connect_timeout_ms, request_timeout_ms, stall_timeout_ms, initial_backoff_ms, max_backoff_ms;
   std::optional<int> fuse_threads, max_attempts;
+  std::optional<uint32_t> device_read_ahead_kb;
+  std::optional<bool> loop_direct_io;
   std::vector<std::string> plain_http, insecure, host_ca, mirrors;
   app.add_option(
       "--config", config_path,
@@ -281,6 +294,11 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   app.add_option("--readahead-bytes", readahead_bytes,
                  "largest readahead per blob, 0 none (key readahead_bytes)");
   app.add_option("--fuse-threads", fuse_threads, "threads serving FUSE (key fuse_threads)");
+  app.add_option("--device-read-ahead-kb", device_read_ahead_kb,
+                 "readahead of each image's loop device in KiB (key device_read_ahead_kb)")
+      ->check(CLI::Range(uint32_t{0}, static_cast<uint32_t>(kMaxDeviceReadAheadKb)));
+  app.add_option("--loop-direct-io", loop_direct_io,
+                 "true or false: loop devices read without a page cache (key loop_direct_io)");
   app.add_option("--log-level", log_level,
                  "trace, debug, info, warn, error, critical or off (key log_level)");
   app.add_option("--registry-config", registry_config,
@@ -333,6 +351,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   if (block_cache_bytes) c.block_cache_bytes = *block_cache_bytes;
   if (readahead_bytes) c.readahead_bytes = *readahead_bytes;
   if (fuse_threads) c.fuse_threads = *fuse_threads;
+  if (device_read_ahead_kb) c.device_read_ahead_kb = *device_read_ahead_kb;
+  if (loop_direct_io) c.loop_direct_io = *loop_direct_io;
   if (log_level) c.log_level = *log_level;
   if (registry_ca_file) c.registry.ca_file = *registry_ca_file;
   if (docker_config) {

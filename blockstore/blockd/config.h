@@ -5,10 +5,12 @@
 //   state_dir = "/var/lib/dadi/blockd"      # FUSE mount (fuse/) and device mounts (mnt/<id>)
 //   cache_dir = "/var/lib/dadi/blockd/cache" # node cache of blob bytes (survives restarts)
 //   cache_size_limit = 0                    # bytes of the node cache; 0: unlimited
-//   cache_unit = 1048576                    # node cache refill unit (bytes, power of two)
+//   cache_unit = 32768                      # node cache refill unit (bytes, power of two)
 //   block_cache_bytes = 67108864            # memory for decompressed ZFile blocks
 //   readahead_bytes = 16777216              # largest sequential readahead per blob; 0: none
 //   fuse_threads = 4                        # threads serving /dev/fuse
+//   device_read_ahead_kb = 128              # readahead of each image's loop device (KiB)
+//   loop_direct_io = true                   # loop devices read FUSE without a page cache
 //   log_level = "info"                      # trace, debug, info, warn, error, critical, off
 //   registry_config = ""                    # optional JSON registry config (docs/registry.md)
 //                                           # loaded first; [registry] keys apply over it
@@ -31,7 +33,8 @@
 //
 // Flags: --config FILE and one flag per key (--socket, --state-dir, --cache-dir,
 // --cache-size-limit, --cache-unit, --block-cache-bytes, --readahead-bytes, --fuse-threads,
-// --log-level, --registry-config, --registry-ca-file, --docker-config, --connect-timeout-ms,
+// --device-read-ahead-kb, --loop-direct-io true|false, --log-level, --registry-config,
+// --registry-ca-file, --docker-config, --connect-timeout-ms,
 // --request-timeout-ms, --stall-timeout-ms, --max-attempts, --initial-backoff-ms,
 // --max-backoff-ms; per host, repeatable: --plain-http HOST, --insecure-skip-verify HOST,
 // --host-ca-file HOST=FILE, --mirror HOST=URL). Credentials have no flag (a command line is
@@ -56,10 +59,12 @@ struct Config {
   std::string state_dir = "/var/lib/dadi/blockd";
   std::string cache_dir = "/var/lib/dadi/blockd/cache";
   uint64_t cache_size_limit = 0;
-  uint64_t cache_unit = 1 << 20;
+  uint64_t cache_unit = 32 << 10;
   uint64_t block_cache_bytes = 64 << 20;
   uint64_t readahead_bytes = 16 << 20;
   int fuse_threads = 4;
+  uint32_t device_read_ahead_kb = 128;
+  bool loop_direct_io = true;
   std::string log_level = "info";
   std::string registry_config;
   RegistryConfig registry;

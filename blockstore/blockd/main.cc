@@ -126,6 +126,8 @@ int Run(int argc, char** argv) {
   FuseLoopBackendOptions backend_options;
   backend_options.state_dir = config.state_dir;
   backend_options.fuse.threads = config.fuse_threads;
+  backend_options.loop.direct_io = config.loop_direct_io;
+  backend_options.loop.read_ahead_kb = config.device_read_ahead_kb;
   absl::StatusOr<std::unique_ptr<FuseLoopBackend>> backend =
       FuseLoopBackend::Create(backend_options);
   if (!backend.ok()) {

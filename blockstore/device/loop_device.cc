@@ -1,6 +1,7 @@
 #include "blockstore/device/loop_device.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -142,7 +143,15 @@ absl::StatusOr<LoopDevice> LoopDevice::Attach(const std::string& backing_path,
         err = BindLegacy(loop.get(), backing.get(), backing_path, options);
       }
     }
-    if (err == 0) return LoopDevice(std::move(loop), number, std::move(path));
+    if (err == 0) {
+      LoopDevice device(std::move(loop), number, std::move(path));
+      if (options.read_ahead_kb.has_value() &&
+          ::ioctl(device.fd_.get(), BLKRASET,
+                  static_cast<unsigned long>(*options.read_ahead_kb) * 2) != 0) {
+        return ErrnoError(errno, absl::StrCat("BLKRASET ", device.path_));  // unbinds
+      }
+      return device;
+    }
     if (err != EBUSY) {
       return ErrnoError(err, absl::StrCat("bind ", path, " to ", backing_path));
     }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -16,9 +17,13 @@ struct LoopOptions {
   // the owner leaves nothing bound once the mount is gone.
   bool autoclear = true;
   uint32_t block_size = 4096;
-  // Direct I/O on the backing file. Off: the backing file is on our FUSE mount, whose page
-  // cache (FOPEN_KEEP_CACHE) is the node's cache of fetched blocks.
+  // Direct I/O on the backing file: the loop device's reads reach the backing file's
+  // server as they are, without a second page cache and a second readahead under the file
+  // system's own.
   bool direct_io = false;
+  // The device's readahead (read_ahead_kb); unset leaves the kernel's default. Every page the
+  // file system reads ahead of a lazily loaded image is fetched from the registry.
+  std::optional<uint32_t> read_ahead_kb;
   // How often to retry when another process binds the free device we were given first.
   int max_attempts = 16;
   // LOOP_CONFIGURE when the kernel has it; false forces the pre-5.8 ioctls (for tests).

@@ -32,6 +32,8 @@ cache_unit = 262144
 block_cache_bytes = 1048576
 readahead_bytes = 0
 fuse_threads = 2
+device_read_ahead_kb = 32
+loop_direct_io = false
 log_level = "debug"
 [registry]
 ca_file = "/etc/ca.pem"
@@ -59,6 +61,8 @@ password = "secret"
   EXPECT_EQ(c.block_cache_bytes, 1048576u);
   EXPECT_EQ(c.readahead_bytes, 0u);
   EXPECT_EQ(c.fuse_threads, 2);
+  EXPECT_EQ(c.device_read_ahead_kb, 32u);
+  EXPECT_FALSE(c.loop_direct_io);
   EXPECT_EQ(c.log_level, "debug");
   EXPECT_EQ(c.registry.ca_file, "/etc/ca.pem");
   EXPECT_EQ(c.registry.connect_timeout, absl::Milliseconds(1500));
@@ -94,6 +98,10 @@ TEST(BlockdConfigTest, UnknownOrMistypedKeysAreErrors) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ApplyConfigToml("socket = \n", "f.toml", &c).code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ApplyConfigToml("device_read_ahead_kb = 1048576\n", "f.toml", &c).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ApplyConfigToml("loop_direct_io = 1\n", "f.toml", &c).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(BlockdConfigTest, FlagsOverrideTheFileAndJsonRegistryConfigIsTheBase) {
@@ -126,6 +134,16 @@ TEST(BlockdConfigTest, BadValuesAreRefused) {
   EXPECT_FALSE(Parse({"--config", dir.Join("empty.toml"), "--log-level", "loud"}).ok());
   EXPECT_FALSE(Parse({"--config", dir.Join("empty.toml"), "--cache-unit", "1000"}).ok());
   EXPECT_FALSE(Parse({"--config", dir.Join("empty.toml"), "--mirror", "nohost"}).ok());
+  absl::StatusOr<CommandLine> flags =
+      Parse({"--config", dir.Join("empty.toml"), "--device-read-ahead-kb", "64", "--loop-direct-io",
+             "false"});
+  ASSERT_TRUE(flags.ok()) << flags.status();
+  ASSERT_FALSE(flags->exit_code.has_value()) << flags->message;
+  EXPECT_EQ(flags->config.device_read_ahead_kb, 64u);
+  EXPECT_FALSE(flags->config.loop_direct_io);
+  absl::StatusOr<CommandLine> too_much =
+      Parse({"--config", dir.Join("empty.toml"), "--device-read-ahead-kb", "99999"});
+  EXPECT_TRUE(!too_much.ok() || too_much->exit_code.value_or(0) != 0);
   absl::StatusOr<CommandLine> help = Parse({"--help"});
   ASSERT_TRUE(help.ok());
   ASSERT_TRUE(help->exit_code.has_value());

@@ -159,8 +159,7 @@ class FuseLoopTest : public ::testing::Test {
     disk_ = std::move(*file);
   }
 
-  void CreateBackend() {
-    FuseLoopBackendOptions options;
+  void CreateBackend(FuseLoopBackendOptions options = {}) {
     options.state_dir = scratch_.Join("state");
     absl::StatusOr<std::unique_ptr<FuseLoopBackend>> backend = FuseLoopBackend::Create(options);
     ASSERT_TRUE(backend.ok()) << backend.status();
@@ -485,6 +484,28 @@ TEST_F(FuseLoopTest, LoopDeviceConfiguredAlikeByBothIoctlPaths) {
     ASSERT_TRUE(loop->Detach().ok());
     EXPECT_TRUE(Eventually([&] { return LoopBackingFile(number) != image_path_; }));
   }
+}
+
+// blockd's setting: direct I/O from the loop device into the FUSE file (no second page cache
+// and readahead under ext4's) and a chosen device readahead. Files still read back equal.
+TEST_F(FuseLoopTest, DirectIoThroughFuseWithChosenReadahead) {
+  FuseLoopBackendOptions options;
+  options.loop.direct_io = true;
+  options.loop.read_ahead_kb = 16;
+  CreateBackend(options);
+  absl::StatusOr<AttachedDevice> dev = backend_->Attach("dio", disk_, {});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  const std::string sys =
+      absl::StrCat("/sys/block/", fs::path(dev->device_path).filename().string(), "/");
+  auto attr = [&](const std::string& name) {
+    std::string v = ReadWhole(sys + name);
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    return v;
+  };
+  EXPECT_EQ(attr("loop/dio"), "1");
+  EXPECT_EQ(attr("queue/read_ahead_kb"), "16");
+  ExpectFilesEqual(dev->mount_point);  // a fresh mount: every byte came through FUSE
+  EXPECT_TRUE(backend_->Detach("dio").ok());
 }
 
 // Threads racing for the same free device all end up with devices of their own.
