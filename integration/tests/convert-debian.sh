@@ -31,6 +31,7 @@ unpriv() {
   env -i PATH=/usr/bin:/bin HOME="$work" \
     setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all -- "$@"
 }
+# shellcheck disable=SC2016 # awk's $2
 expect_eq "capabilities of the unprivileged user" 0000000000000000 \
   "$(unpriv awk '/^CapEff:/ {print $2}' /proc/self/status)"
 
