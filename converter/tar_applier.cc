@@ -108,19 +108,12 @@ class Decompressor {
 
   struct Source {
     const TarReader* reader;
-    std::string first;  // the bytes read to see whether there is anything at all
-    bool first_given = false;
     std::unique_ptr<char[]> buf;
     absl::Status status;
   };
 
   static la_ssize_t SourceRead(struct archive* a, void* data, const void** out) {
     auto* src = static_cast<Source*>(data);
-    if (!src->first_given) {
-      src->first_given = true;
-      *out = src->first.data();
-      return static_cast<la_ssize_t>(src->first.size());
-    }
     absl::StatusOr<size_t> n = (*src->reader)(src->buf.get(), kReadBufferBytes);
     if (!n.ok()) {
       src->status = n.status();
@@ -151,19 +144,16 @@ class Decompressor {
   void Run() { Finish(Decompress()); }
 
   absl::Status Decompress() {
-    Source src{&source_, {}, false, std::unique_ptr<char[]>(new char[kReadBufferBytes]), {}};
-    // An empty layer is a valid (empty) tar; libarchive's raw format would refuse it.
-    src.first.resize(kReadBufferBytes);
-    absl::StatusOr<size_t> n = source_(src.first.data(), src.first.size());
-    if (!n.ok()) return n.status();
-    if (*n == 0) return absl::OkStatus();
-    src.first.resize(*n);
+    Source src{&source_, std::unique_ptr<char[]>(new char[kReadBufferBytes]), {}};
     std::unique_ptr<struct archive, ArchiveDeleter> a(archive_read_new());
     if (!a) return absl::ResourceExhaustedError("archive_read_new failed");
     archive_read_support_filter_gzip(a.get());
     archive_read_support_filter_zstd(a.get());
     archive_read_support_filter_none(a.get());
     archive_read_support_format_raw(a.get());
+    // The raw format refuses an empty stream (a zero-byte layer, or an empty one compressed);
+    // the empty format takes it and has no entry.
+    archive_read_support_format_empty(a.get());
     auto failed = [&](int r) {
       if (!src.status.ok()) return src.status;
       const char* msg = archive_error_string(a.get());
@@ -175,7 +165,11 @@ class Decompressor {
       return failed(r);
     }
     struct archive_entry* e = nullptr;
-    if (int r = archive_read_next_header(a.get(), &e); r != ARCHIVE_OK) return failed(r);
+    if (int r = archive_read_next_header(a.get(), &e); r == ARCHIVE_EOF) {
+      return absl::OkStatus();
+    } else if (r != ARCHIVE_OK) {
+      return failed(r);
+    }
     std::string pending;
     pending.reserve(kReadBufferBytes);
     while (true) {

@@ -164,6 +164,15 @@ TEST_F(TarApplierTest, CompressionIsDetected) {
   }
   EXPECT_EQ(testing::TreeDiff(from_gzip, from_zstd), "");
   EXPECT_EQ(testing::TreeDiff(from_gzip, from_plain), "");
+  // Empty layers: zero bytes, and an empty gzip member (header, empty deflate block, trailer).
+  const std::string empty_gzip("\x1f\x8b\x08\0\0\0\0\0\0\x03\x03\0\0\0\0\0\0\0\0\0", 20);
+  auto none = Apply("", "zero-bytes");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->entries, 0u);
+  auto empty = Apply(empty_gzip, "empty.gz");
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(empty->entries, 0u);
+  EXPECT_EQ(Dump().at("a/b").content, std::string(100000, 'q'));
   CloseAndFsck();
 }
 
