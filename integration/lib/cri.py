@@ -19,11 +19,11 @@ usage: cri.py SOCKET COMMAND ARGS...
   exec ID -- CMD...                ExecSync: prints its stdout (stderr to stderr), exits with
                                    its exit code
 
-Pods: network and UTS namespace of the node (no CNI needed; no hostname then), a PID namespace
-per container, cgroup parent
-$CRI_CGROUP_PARENT (default: none), logs under $CRI_DIR/logs/NAME. Each pod's config is kept in
-$CRI_DIR/pods/ID.pb: CreateContainer wants it again. A failed call prints
-"cri.py: METHOD: CODE: details" and exits 125.
+Pods use the node's network and UTS namespaces (no CNI plugin needed; no hostname then), one
+IPC namespace per pod and one PID namespace per container, cgroup parent $CRI_CGROUP_PARENT
+(default: none), logs under $CRI_DIR/logs/NAME. Each pod's config is kept in $CRI_DIR/pods/ID.pb:
+CreateContainer wants it again. A failed call prints "cri.py: METHOD: CODE: details" and exits
+125. "pull" prints what PullImage answers: the image id on containerd.
 """
 import hashlib
 import json
