@@ -9,6 +9,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "snapshotter/remote_labels.h"
 #include "toml++/toml.h"
 
 namespace dadi::snapshotter {
@@ -49,6 +50,8 @@ absl::Status ApplyConfigToml(absl::string_view toml_text, absl::string_view sour
       field = &config->log_level;
     } else if (key == "blockd_address") {
       field = &config->blockd_address;
+    } else if (key == "fallback_repository") {
+      field = &config->fallback_repository;
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat(source, ": unknown key \"", std::string(key.str()), "\""));
@@ -65,7 +68,8 @@ absl::Status ApplyConfigToml(absl::string_view toml_text, absl::string_view sour
 
 absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) {
   CLI::App app{"dadi-snapshotter: containerd snapshotter (proxy plugin) of dadi"};
-  std::optional<std::string> config_path, root, address, log_level, blockd_address;
+  std::optional<std::string> config_path, root, address, log_level, blockd_address,
+      fallback_repository;
   app.add_option(
       "--config", config_path,
       absl::StrCat("TOML configuration file (default ", kDefaultConfigPath, ", if present)"));
@@ -75,6 +79,9 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
                  "trace, debug, info, warn, error, critical or off (key log_level)");
   app.add_option("--blockd-address", blockd_address,
                  "dadi-blockd's unix socket; empty disables remote layers (key blockd_address)");
+  app.add_option("--fallback-repository", fallback_repository,
+                 "host[:port]/path of overlaybd blobs whose labels name no repository "
+                 "(key fallback_repository)");
   app.set_version_flag("--version", "dadi-snapshotter 0.1.0");
 
   CommandLine out;
@@ -100,6 +107,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   if (address) out.config.address = *address;
   if (log_level) out.config.log_level = *log_level;
   if (blockd_address) out.config.blockd_address = *blockd_address;
+  if (fallback_repository) out.config.fallback_repository = *fallback_repository;
   if (absl::Status s = CheckLogLevel(out.config.log_level, "--log-level"); !s.ok()) return s;
   if (out.config.root.empty() || out.config.root[0] != '/') {
     return absl::InvalidArgumentError(
@@ -112,6 +120,12 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   if (!out.config.blockd_address.empty() && out.config.blockd_address[0] != '/') {
     return absl::InvalidArgumentError(absl::StrCat("blockd_address \"", out.config.blockd_address,
                                                    "\" must be an absolute socket path, or empty"));
+  }
+  const std::string& fallback = out.config.fallback_repository;
+  if (!fallback.empty() &&
+      (RepositoryOfImageRef(fallback) != fallback || fallback.find('/') == std::string::npos)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "fallback_repository \"", fallback, "\" must be host[:port]/path, without tag or digest"));
   }
   return out;
 }

@@ -5,8 +5,12 @@
 //   address = "/run/dadi/snapshotter.sock" # gRPC unix socket for containerd (0600, dir 0700)
 //   log_level = "info"                     # trace, debug, info, warn, error, critical, off
 //   blockd_address = "/run/dadi/blockd.sock" # dadi-blockd's socket; "" = no remote layers
+//   fallback_repository = ""               # "host[:port]/path" holding overlaybd blobs whose
+//                                          # labels name no repository; "": containerd
+//                                          # downloads such layers
 //
-// Flags: --config FILE, --root DIR, --address SOCKET, --log-level LEVEL, --blockd-address. Without
+// Flags: --config FILE, --root DIR, --address SOCKET, --log-level LEVEL, --blockd-address,
+// --fallback-repository. Without
 // --config the default file is read if it exists; a file named by --config must exist. Unknown keys
 // are errors, so that a misspelt key does not pass silently.
 #pragma once
@@ -28,6 +32,9 @@ struct Config {
   // dadi-blockd's gRPC socket. Empty disables remote (overlaybd) layers: they are then
   // prepared like ordinary layers, i.e. containerd downloads and unpacks them.
   std::string blockd_address = "/run/dadi/blockd.sock";
+  // Where overlaybd layers are fetched from when none of their labels (cri.image-ref,
+  // image-ref, dadi/repository) names a repository: a registry mirror of converted images.
+  std::string fallback_repository;
 };
 
 // Applies the keys of a TOML document to `config`. `source` names it in errors.

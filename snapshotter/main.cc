@@ -101,7 +101,7 @@ int Run(int argc, char** argv) {
   if (!config.blockd_address.empty()) {
     attacher = std::make_shared<BlockdAttacher>(config.blockd_address);
   }
-  auto snapshotter = Snapshotter::Open(config.root, attacher);
+  auto snapshotter = Snapshotter::Open(config.root, attacher, config.fallback_repository);
   if (!snapshotter.ok()) {
     spdlog::critical("opening {}: {}", config.root, snapshotter.status().ToString());
     return 1;

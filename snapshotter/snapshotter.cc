@@ -82,7 +82,8 @@ std::string Snapshotter::AttachId(const std::string& top_name, int64_t top_id) {
 }
 
 absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(
-    const std::string& root_arg, std::shared_ptr<BlockAttacher> attacher) {
+    const std::string& root_arg, std::shared_ptr<BlockAttacher> attacher,
+    std::string fallback_repository) {
   std::string root = root_arg;
   while (root.size() > 1 && root.back() == '/') root.pop_back();
   if (root.empty() || root[0] != '/') {
@@ -107,6 +108,7 @@ absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(
   std::unique_ptr<Snapshotter> s(new Snapshotter(root, *std::move(store)));
   s->lock_ = std::move(lock);
   s->attacher_ = std::move(attacher);
+  s->fallback_repository_ = std::move(fallback_repository);
   if (absl::Status st = s->Reconcile(); !st.ok()) return st;
   return s;
 }
@@ -297,13 +299,16 @@ std::optional<absl::Status> Snapshotter::PrepareRemote(const std::string& key,
     return std::nullopt;
   }
   if (!req->has_value()) return std::nullopt;
-  const RemoteLayerRequest& r = **req;
+  RemoteLayerRequest r = **std::move(req);
   if (r.layer.repository.empty()) {
-    spdlog::info(
-        "prepare \"{}\": overlaybd layer {} names no repository (labels {}, {}, {}); "
-        "containerd will download it",
-        key, r.layer.digest, kLabelCriImageRef, kLabelImageRef, kLabelDadiRepository);
-    return std::nullopt;
+    if (fallback_repository_.empty()) {
+      spdlog::info(
+          "prepare \"{}\": overlaybd layer {} names no repository (labels {}, {}, {}) and no "
+          "fallback_repository is configured; containerd will download it",
+          key, r.layer.digest, kLabelCriImageRef, kLabelImageRef, kLabelDadiRepository);
+      return std::nullopt;
+    }
+    r.layer.repository = fallback_repository_;
   }
   if (!parent.empty()) {
     auto p = store_->GetWithParents(parent);

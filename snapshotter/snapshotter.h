@@ -57,8 +57,11 @@ class Snapshotter {
   // Creates the root layout if needed, opens the metadata and reconciles. Without an
   // `attacher`, remote layers are disabled: overlaybd layers are prepared like any other
   // (containerd downloads and unpacks them).
+  // `fallback_repository` ("host[:port]/path") serves overlaybd layers whose labels name no
+  // repository; empty: containerd downloads those.
   static absl::StatusOr<std::unique_ptr<Snapshotter>> Open(
-      const std::string& root, std::shared_ptr<BlockAttacher> attacher = nullptr);
+      const std::string& root, std::shared_ptr<BlockAttacher> attacher = nullptr,
+      std::string fallback_repository = "");
 
   // The blockd device id of the remote stack whose top is the committed snapshot `top_name`.
   static std::string AttachId(const std::string& top_name, int64_t top_id);
@@ -115,6 +118,7 @@ class Snapshotter {
   std::unique_ptr<MetaStore> store_;
   UniqueFd lock_;                            // flock on <root>/lock, held while open
   std::shared_ptr<BlockAttacher> attacher_;  // null: remote layers disabled
+  std::string fallback_repository_;
   // Serializes attaching and detaching of one remote stack (by its top's id), so that a
   // check of its users and the detach that follows cannot interleave with an attach.
   std::mutex attach_locks_mu_;

@@ -53,6 +53,26 @@ TEST(ConfigTest, BlockdAddress) {
   }
 }
 
+TEST(ConfigTest, FallbackRepository) {
+  Config c;
+  EXPECT_EQ(c.fallback_repository, "");  // none: containerd downloads such layers
+  ASSERT_TRUE(ApplyConfigToml("fallback_repository = \"mirror:5000/obd\"", "t", &c).ok());
+  EXPECT_EQ(c.fallback_repository, "mirror:5000/obd");
+  {
+    const char* argv[] = {"dadi-snapshotter", "--config", "/dev/null", "--fallback-repository",
+                          "mirror.example/team/images"};
+    auto cli = ParseCommandLine(5, argv);
+    ASSERT_TRUE(cli.ok()) << cli.status();
+    EXPECT_EQ(cli->config.fallback_repository, "mirror.example/team/images");
+  }
+  // A reference with a tag, or a bare name that would silently mean docker.io/library/...
+  for (const char* bad : {"mirror:5000/obd:latest", "ubuntu", "mirror:5000/obd@sha256:00"}) {
+    const char* argv[] = {"dadi-snapshotter", "--config", "/dev/null", "--fallback-repository",
+                          bad};
+    EXPECT_EQ(ParseCommandLine(5, argv).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 TEST(ConfigTest, TomlSetsEveryKey) {
   Config c;
   ASSERT_TRUE(

@@ -179,6 +179,22 @@ TEST_F(RemoteLayerTest, RepositoryComesFromImageRefThenConvertAnnotation) {
   EXPECT_EQ(s_->Stat("c").status().code(), absl::StatusCode::kNotFound);
 }
 
+// A configured fallback repository serves layers whose labels name none; labels that name one
+// still win.
+TEST_F(RemoteLayerTest, FallbackRepositoryServesLayersThatNameNone) {
+  s_.reset();
+  auto s = Snapshotter::Open(scratch_.Join("root"), attacher_, "mirror.test:5000/converted");
+  ASSERT_TRUE(s.ok()) << s.status();
+  s_ = *std::move(s);
+  Labels l = LayerLabels("f", 'f');  // 'f': a hex digit
+  l.erase(kLabelDadiRepository);
+  ASSERT_EQ(s_->Prepare("k-f", "", l).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(s_->Stat("f")->labels.at(kLabelDadiRemote), "mirror.test:5000/converted");
+  ASSERT_EQ(PrepareLayer("g", "f", 'b', "registry.test:5000/team/app:v1").code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(s_->Stat("g")->labels.at(kLabelDadiRemote), "registry.test:5000/team/app");
+}
+
 TEST_F(RemoteLayerTest, MalformedOrMisplacedOverlaybdLayersArePreparedAsOrdinary) {
   Labels bad = LayerLabels("x", 'a');
   bad[kLabelBlobDigest] = "sha256:XYZ";
