@@ -143,6 +143,30 @@ class Uploader {
   std::thread thread_;
 };
 
+// The next layer's tar, fetched on a thread of its own while the current layer is converted
+// (a registry download overlaps the apply; a local file just opens). The source is never used
+// by two threads at once: the converter takes (joins) a prefetch before it calls the source
+// again. The destructor waits for a fetch still running (a conversion that failed meanwhile).
+class LayerPrefetch {
+ public:
+  LayerPrefetch(ImageSource& source, std::string digest)
+      : thread_([this, &source, digest = std::move(digest)] { result_ = source.Blob(digest); }) {}
+  LayerPrefetch(const LayerPrefetch&) = delete;
+  LayerPrefetch& operator=(const LayerPrefetch&) = delete;
+  ~LayerPrefetch() {
+    if (thread_.joinable()) thread_.join();
+  }
+  absl::StatusOr<std::unique_ptr<blockstore::RandomAccessFile>> Take() {
+    thread_.join();
+    return std::move(result_);
+  }
+
+ private:
+  absl::StatusOr<std::unique_ptr<blockstore::RandomAccessFile>> result_ =
+      absl::UnknownError("layer not fetched");
+  std::thread thread_;  // last: starts once result_ exists
+};
+
 }  // namespace
 
 std::string LayerOptions::Key() const {
@@ -306,6 +330,20 @@ absl::StatusOr<ManifestDocument> ImageConverter::ConvertManifest(ImageSource& so
   std::vector<blockstore::Descriptor> layers;
   std::string parent_uuid;
   const int total = static_cast<int>(manifest->layers.size());
+  // Layer `prefetch_index`'s tar, being fetched; layers the database has are not fetched.
+  std::unique_ptr<LayerPrefetch> prefetch;
+  int prefetch_index = -1;
+  auto start_prefetch = [&](int j) -> absl::Status {
+    if (j >= total) return absl::OkStatus();
+    if (db_ != nullptr) {
+      auto hit = db_->Lookup(chain_ids[j], options_key);
+      if (!hit.ok()) return hit.status();
+      if (hit->has_value()) return absl::OkStatus();
+    }
+    prefetch = std::make_unique<LayerPrefetch>(source, manifest->layers[j].digest);
+    prefetch_index = j;
+    return absl::OkStatus();
+  };
   for (int i = 0; i < total; ++i) {
     const blockstore::Descriptor& src = manifest->layers[i];
     LayerEvent ev;
@@ -331,11 +369,15 @@ absl::StatusOr<ManifestDocument> ImageConverter::ConvertManifest(ImageSource& so
     } else {
       ev.state = LayerEvent::kFetching;
       report(ev);
-      auto tar = source.Blob(src.digest);
+      if (prefetch_index != i) prefetch.reset();  // never two fetches at once
+      auto tar = prefetch != nullptr ? prefetch->Take() : source.Blob(src.digest);
+      prefetch.reset();
+      prefetch_index = -1;
       if (!tar.ok()) {
         return absl::Status(tar.status().code(), absl::StrCat("layer ", i + 1, " (", src.digest,
                                                               "): ", tar.status().message()));
       }
+      if (absl::Status s = start_prefetch(i + 1); !s.ok()) return s;
       ev.state = LayerEvent::kApplying;
       report(ev);
       std::string tmp = absl::StrCat(options_.store_dir, "/tmp-", uuid, "-", ::getpid());

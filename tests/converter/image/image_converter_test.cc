@@ -394,6 +394,81 @@ TEST_F(ImageConverterTest, UploadOverlapsNextLayerAndFailsCleanly) {
   }
 }
 
+// Forwards to a real source and counts layer fetches, and how many ran at once.
+class CountingSource : public ImageSource {
+ public:
+  explicit CountingSource(std::unique_ptr<ImageSource> inner) : inner_(std::move(inner)) {}
+  absl::StatusOr<ManifestDocument> TopManifest() override { return inner_->TopManifest(); }
+  absl::StatusOr<ManifestDocument> Manifest(const std::string& digest) override {
+    return inner_->Manifest(digest);
+  }
+  absl::StatusOr<std::string> SmallBlob(const std::string& digest) override {
+    return inner_->SmallBlob(digest);
+  }
+  absl::StatusOr<std::unique_ptr<blockstore::RandomAccessFile>> Blob(
+      const std::string& digest) override {
+    int now = ++active_;
+    max_active_ = std::max(max_active_.load(), now);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a download takes time
+    auto blob = inner_->Blob(digest);
+    --active_;
+    ++fetches_;
+    return blob;
+  }
+  int fetches() const { return fetches_; }
+  int max_active() const { return max_active_; }
+
+ private:
+  std::unique_ptr<ImageSource> inner_;
+  std::atomic<int> active_{0}, max_active_{0}, fetches_{0};
+};
+
+TEST_F(ImageConverterTest, NextLayerIsFetchedWhileTheCurrentOneConverts) {
+  LayoutBuilder src(dir_.Join("src"));
+  src.Tag(src.Image({"base", "app", "top"}), "v1");
+  auto db = DedupDb::Open(dir_.Join("prefetch.db"));
+  ASSERT_TRUE(db.ok()) << db.status();
+  for (int run = 0; run < 2; ++run) {
+    auto s = ParseImageReference("oci:" + src.dir() + ":v1");
+    auto d = ParseImageReference("oci:" + dir_.Join("dst") + ":x");
+    auto inner = OpenImageSource(*s, nullptr, dir_.path());
+    ASSERT_TRUE(inner.ok());
+    CountingSource source(*std::move(inner));
+    auto dest = OpenImageDestination(*d, nullptr, dir_.path());
+    ASSERT_TRUE(dest.ok());
+    // Layer 1's conversion waits (bounded) for layer 2's fetch to have started.
+    bool overlapped = false;
+    LayerConverterFn fake = fake_.Fn();
+    LayerConverterFn gated = [&](blockstore::RandomAccessFile& tar,
+                                 const std::vector<std::string>& lowers, const std::string& uuid,
+                                 const std::string& parent, const std::string& out_path,
+                                 const LayerOptions& o) {
+      if (lowers.empty()) {
+        for (int i = 0; i < 1000 && source.fetches() < 2; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        overlapped = source.fetches() >= 2;
+      }
+      return fake(tar, lowers, uuid, parent, out_path, o);
+    };
+    ConvertOptions o;
+    o.store_dir = dir_.Join("prefetch.db.blobs");
+    o.work_dir = dir_.path();
+    ImageConverter conv(o, gated, db->get(), nullptr);
+    auto sum = conv.Convert(source, **dest);
+    ASSERT_TRUE(sum.ok()) << sum.status();
+    EXPECT_EQ(source.max_active(), run == 0 ? 1 : 0);
+    if (run == 0) {
+      EXPECT_TRUE(overlapped);
+      EXPECT_EQ(source.fetches(), 3);
+    } else {
+      // Every layer is in the database: nothing fetched, nothing prefetched.
+      EXPECT_EQ(sum->reused, 3);
+      EXPECT_EQ(source.fetches(), 0);
+    }
+  }
+}
+
 TEST_F(ImageConverterTest, DeterministicOutput) {
   LayoutBuilder src(dir_.Join("src"));
   src.Tag(src.Image({"base", "app", "more"}), "v1");
