@@ -319,28 +319,30 @@ absl::StatusOr<std::unique_ptr<TestRegistry>> TestRegistry::Start(
 TestRegistry::~TestRegistry() = default;
 
 // ---------------------------------------------------------------------------------------------
-// HttpServer
+// LoopbackAcceptor
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Handler handler) {
-  std::unique_ptr<HttpServer> s(new HttpServer());
-  s->handler_ = std::move(handler);
-  s->listen_fd_ = ListenLoopback(&s->port_);
-  if (s->listen_fd_ < 0) return absl::InternalError("HttpServer: cannot listen");
-  HttpServer* self = s.get();
-  s->acceptor_ = std::thread([self] {
-    while (!self->stop_) {
-      pollfd p{self->listen_fd_, POLLIN, 0};
-      if (::poll(&p, 1, 100) <= 0) continue;
-      int fd = ::accept4(self->listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      std::lock_guard<std::mutex> lock(self->mu_);
-      self->workers_.emplace_back([self, fd] { self->Serve(fd); });
-    }
-  });
-  return s;
+absl::StatusOr<std::unique_ptr<LoopbackAcceptor>> LoopbackAcceptor::Start(
+    const std::string& server, ConnectionHandler handler) {
+  std::unique_ptr<LoopbackAcceptor> a(new LoopbackAcceptor());
+  a->handler_ = std::move(handler);
+  a->listen_fd_ = ListenLoopback(&a->port_);
+  if (a->listen_fd_ < 0) return absl::InternalError(server + ": cannot listen");
+  a->acceptor_ = std::thread([self = a.get()] { self->AcceptLoop(); });
+  return a;
 }
 
-HttpServer::~HttpServer() {
+void LoopbackAcceptor::AcceptLoop() {
+  while (!stop_) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    std::lock_guard<std::mutex> lock(mu_);
+    workers_.emplace_back([this, fd] { handler_(fd, stop_); });
+  }
+}
+
+LoopbackAcceptor::~LoopbackAcceptor() {
   stop_ = true;
   if (acceptor_.joinable()) acceptor_.join();
   std::vector<std::thread> workers;
@@ -352,9 +354,25 @@ HttpServer::~HttpServer() {
   if (listen_fd_ >= 0) ::close(listen_fd_);
 }
 
-void HttpServer::Serve(int fd) {
+// ---------------------------------------------------------------------------------------------
+// HttpServer
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Handler handler) {
+  std::unique_ptr<HttpServer> s(new HttpServer());
+  s->handler_ = std::move(handler);
+  auto acceptor = LoopbackAcceptor::Start(
+      "HttpServer",
+      [self = s.get()](int fd, const std::atomic<bool>& stop) { self->Serve(fd, stop); });
+  if (!acceptor.ok()) return acceptor.status();
+  s->acceptor_ = std::move(*acceptor);
+  return s;
+}
+
+HttpServer::~HttpServer() = default;
+
+void HttpServer::Serve(int fd, const std::atomic<bool>& stop) {
   std::string buf;
-  if (!ReadHeaders(fd, &buf, stop_)) {
+  if (!ReadHeaders(fd, &buf, stop)) {
     ::close(fd);
     return;
   }
@@ -386,7 +404,7 @@ void HttpServer::Serve(int fd) {
   size_t want = 0;
   if (cl != req.headers.end() && absl::SimpleAtoi(cl->second, &want) && want <= (16 << 20)) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (req.body.size() < want && !stop_ && std::chrono::steady_clock::now() < deadline) {
+    while (req.body.size() < want && !stop && std::chrono::steady_clock::now() < deadline) {
       pollfd p{fd, POLLIN, 0};
       if (::poll(&p, 1, 100) <= 0) continue;
       char tmp[16384];
@@ -535,34 +553,17 @@ Fault Fault::Status(int code, const std::string& extra_headers) {
 absl::StatusOr<std::unique_ptr<FaultProxy>> FaultProxy::Start(int upstream_port) {
   std::unique_ptr<FaultProxy> p(new FaultProxy());
   p->upstream_port_ = upstream_port;
-  p->listen_fd_ = ListenLoopback(&p->port_);
-  if (p->listen_fd_ < 0) return absl::InternalError("FaultProxy: cannot listen");
-  FaultProxy* self = p.get();
-  p->acceptor_ = std::thread([self] {
-    while (!self->stop_) {
-      pollfd pf{self->listen_fd_, POLLIN, 0};
-      if (::poll(&pf, 1, 100) <= 0) continue;
-      int fd = ::accept4(self->listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      self->connections_++;
-      std::lock_guard<std::mutex> lock(self->mu_);
-      self->workers_.emplace_back([self, fd] { self->Handle(fd); });
-    }
-  });
+  auto acceptor = LoopbackAcceptor::Start("FaultProxy",
+                                          [self = p.get()](int fd, const std::atomic<bool>& stop) {
+                                            self->connections_++;
+                                            self->Handle(fd, stop);
+                                          });
+  if (!acceptor.ok()) return acceptor.status();
+  p->acceptor_ = std::move(*acceptor);
   return p;
 }
 
-FaultProxy::~FaultProxy() {
-  stop_ = true;
-  if (acceptor_.joinable()) acceptor_.join();
-  std::vector<std::thread> workers;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    workers.swap(workers_);
-  }
-  for (std::thread& t : workers) t.join();
-  if (listen_fd_ >= 0) ::close(listen_fd_);
-}
+FaultProxy::~FaultProxy() = default;
 
 void FaultProxy::Push(Fault fault) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -574,7 +575,7 @@ void FaultProxy::Clear() {
   faults_.clear();
 }
 
-void FaultProxy::Handle(int client) {
+void FaultProxy::Handle(int client, const std::atomic<bool>& stop) {
   Fault fault;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -585,13 +586,13 @@ void FaultProxy::Handle(int client) {
   }
   if (fault.kind == Fault::kRespond || fault.kind == Fault::kStall) {
     std::string buf;
-    ReadHeaders(client, &buf, stop_);
+    ReadHeaders(client, &buf, stop);
     if (fault.kind == Fault::kRespond) {
       WriteAll(client, fault.response.data(), fault.response.size());
       ::shutdown(client, SHUT_WR);
     } else {
       // Hold the connection open, answering nothing, until the client gives up.
-      while (!stop_) {
+      while (!stop) {
         pollfd p{client, POLLIN, 0};
         if (::poll(&p, 1, 100) > 0) {
           char tmp[4096];
@@ -609,7 +610,7 @@ void FaultProxy::Handle(int client) {
   }
   size_t response_bytes = 0;
   bool cut = false;
-  while (!stop_ && !cut) {
+  while (!stop && !cut) {
     pollfd p[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
     if (::poll(p, 2, 100) <= 0) continue;
     char tmp[16384];

@@ -73,6 +73,32 @@ class TestRegistry {
   std::unique_ptr<ChildProcess> process_;
 };
 
+// Listens on a free 127.0.0.1 port and hands every accepted connection to `handler` on a thread
+// of its own. The destructor raises the stop flag the handlers were given (so they give up
+// waiting), joins every thread and closes the socket. The servers below hold their acceptor as
+// their last member, so it is torn down before the state its handlers use.
+class LoopbackAcceptor {
+ public:
+  // Owns `fd` (closes it); returns soon after `stop` is raised.
+  using ConnectionHandler = std::function<void(int fd, const std::atomic<bool>& stop)>;
+  // `server` names the caller in the error when no port can be bound.
+  static absl::StatusOr<std::unique_ptr<LoopbackAcceptor>> Start(const std::string& server,
+                                                                 ConnectionHandler handler);
+  ~LoopbackAcceptor();
+  int port() const { return port_; }
+
+ private:
+  LoopbackAcceptor() = default;
+  void AcceptLoop();
+  ConnectionHandler handler_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::vector<std::thread> workers_;
+};
+
 struct HttpServerRequest {
   std::string method, target, path;
   std::multimap<std::string, std::string> query;  // decoded
@@ -90,21 +116,16 @@ class HttpServer {
   using Handler = std::function<HttpServerResponse(const HttpServerRequest&)>;
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(Handler handler);
   ~HttpServer();
-  int port() const { return port_; }
-  std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int port() const { return acceptor_->port(); }
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(port()); }
   int requests() const { return requests_.load(); }
 
  private:
   HttpServer() = default;
-  void Serve(int fd);
+  void Serve(int fd, const std::atomic<bool>& stop);
   Handler handler_;
-  int listen_fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
   std::atomic<int> requests_{0};
-  std::thread acceptor_;
-  std::mutex mu_;
-  std::vector<std::thread> workers_;
+  std::unique_ptr<LoopbackAcceptor> acceptor_;  // last: stopped before the members above go
 };
 
 class TokenServer {
@@ -154,8 +175,8 @@ class FaultProxy {
  public:
   static absl::StatusOr<std::unique_ptr<FaultProxy>> Start(int upstream_port);
   ~FaultProxy();
-  int port() const { return port_; }
-  std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
+  int port() const { return acceptor_->port(); }
+  std::string host() const { return "127.0.0.1:" + std::to_string(port()); }
   // Faults for the next connections, in order; later connections pass.
   void Push(Fault fault);
   void Clear();
@@ -163,16 +184,12 @@ class FaultProxy {
 
  private:
   FaultProxy() = default;
-  void Handle(int client);
+  void Handle(int client, const std::atomic<bool>& stop);
   int upstream_port_ = 0;
-  int listen_fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
   std::atomic<int> connections_{0};
-  std::thread acceptor_;
   std::mutex mu_;
   std::deque<Fault> faults_;
-  std::vector<std::thread> workers_;
+  std::unique_ptr<LoopbackAcceptor> acceptor_;  // last: stopped before the members above go
 };
 
 }  // namespace dadi::testing
