@@ -1,14 +1,12 @@
 #include "snapshotter/config.h"
 
-#include <sys/stat.h>
-
-#include <fstream>
 #include <optional>
 #include <sstream>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "blockstore/daemon/daemon.h"
 #include "snapshotter/remote_labels.h"
 #include "toml++/toml.h"
 
@@ -94,14 +92,13 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
     return out;
   }
 
-  const std::string path = config_path.value_or(kDefaultConfigPath);
-  struct stat st;
-  if (config_path.has_value() || ::stat(path.c_str(), &st) == 0) {
-    std::ifstream in(path);
-    if (!in) return absl::NotFoundError(absl::StrCat("cannot read configuration file ", path));
-    std::stringstream text;
-    text << in.rdbuf();
-    if (absl::Status s = ApplyConfigToml(text.str(), path, &out.config); !s.ok()) return s;
+  absl::StatusOr<std::optional<blockstore::daemon::ConfigFile>> file =
+      blockstore::daemon::ReadConfigFileIfPresent(config_path, kDefaultConfigPath);
+  if (!file.ok()) return file.status();
+  if (file->has_value()) {
+    if (absl::Status s = ApplyConfigToml((*file)->text, (*file)->path, &out.config); !s.ok()) {
+      return s;
+    }
   }
   if (root) out.config.root = *root;
   if (address) out.config.address = *address;

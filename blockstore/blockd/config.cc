@@ -1,7 +1,5 @@
 #include "blockstore/blockd/config.h"
 
-#include <sys/stat.h>
-
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -10,6 +8,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "blockstore/daemon/daemon.h"
 #include "blockstore/remote/reference.h"
 #include "toml++/toml.h"
 
@@ -332,14 +331,14 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   }
 
   Config& c = out.config;
-  const std::string path = config_path.value_or(kDefaultConfigPath);
-  struct stat st;
-  if (config_path.has_value() || ::stat(path.c_str(), &st) == 0) {
-    absl::StatusOr<std::string> text = ReadTextFile(path);
-    if (!text.ok()) {
-      return absl::NotFoundError(absl::StrCat("cannot read configuration file ", path));
+  absl::StatusOr<std::optional<daemon::ConfigFile>> file =
+      daemon::ReadConfigFileIfPresent(config_path, kDefaultConfigPath);
+  if (!file.ok()) return file.status();
+  if (file->has_value()) {
+    if (absl::Status s = ApplyConfigToml((*file)->text, (*file)->path, &c, registry_config);
+        !s.ok()) {
+      return s;
     }
-    if (absl::Status s = ApplyConfigToml(*text, path, &c, registry_config); !s.ok()) return s;
   } else if (registry_config) {
     if (absl::Status s = LoadRegistryConfigFile(*registry_config, &c); !s.ok()) return s;
   }

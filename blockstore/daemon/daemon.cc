@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -37,6 +39,20 @@ absl::StatusOr<bool> SocketIsLive(const std::string& socket) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::optional<ConfigFile>> ReadConfigFileIfPresent(
+    const std::optional<std::string>& explicit_path, const std::string& default_path) {
+  ConfigFile file;
+  file.path = explicit_path.value_or(default_path);
+  struct stat st;
+  if (!explicit_path.has_value() && ::stat(file.path.c_str(), &st) != 0) return std::nullopt;
+  std::ifstream in(file.path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read configuration file ", file.path));
+  std::stringstream text;
+  text << in.rdbuf();
+  file.text = text.str();
+  return file;
+}
 
 void SetUpLogging(const std::string& name, const std::string& level) {
   auto logger = spdlog::stderr_color_mt(name);

@@ -1,18 +1,31 @@
-// Plumbing shared by dadi's gRPC daemons (dadi-blockd, dadi-snapshotter): logging, stop
-// signals, and a gRPC server on a private unix socket. It lives in blockstore because every
-// other component may depend on blockstore, and blockstore on nothing of ours.
+// Plumbing shared by dadi's gRPC daemons (dadi-blockd, dadi-snapshotter): the configuration
+// file, logging, stop signals, and a gRPC server on a private unix socket. It lives in blockstore
+// because every other component may depend on blockstore, and blockstore on nothing of ours.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace dadi::blockstore::daemon {
+
+// A configuration file read whole: its text and the path it came from (for error messages).
+struct ConfigFile {
+  std::string path;
+  std::string text;
+};
+
+// Reads `explicit_path` (given with --config), which must be readable, or else `default_path`
+// if it exists; nullopt when there is no explicit path and nothing at the default one, since a
+// daemon runs on its built-in defaults without a file. A file that cannot be read is NOT_FOUND.
+absl::StatusOr<std::optional<ConfigFile>> ReadConfigFileIfPresent(
+    const std::optional<std::string>& explicit_path, const std::string& default_path);
 
 // Logs to stderr as `name`, with timestamps, at `level` (spdlog's level names).
 void SetUpLogging(const std::string& name, const std::string& level);
