@@ -1,7 +1,9 @@
 #include "blockstore/device/fuse_loop_backend.h"
 
+#include <dirent.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,6 +20,46 @@ namespace {
 absl::Status MakeDir(const std::string& path, mode_t mode) {
   if (::mkdir(path.c_str(), mode) == 0 || errno == EEXIST) return absl::OkStatus();
   return absl::InternalError(absl::StrCat("mkdir ", path, ": ", std::strerror(errno)));
+}
+
+// A blockd that died (SIGKILL, OOM) leaves its FUSE mount, aborted, and its devices' mounts on
+// top. Its connection is gone for good (nobody holds its /dev/fuse fd), so every read of them
+// already fails with EIO; containers still using them keep failing until restarted, while their
+// upper dirs are untouched. The mounts are detached lazily so that this blockd can start and
+// attach the same images again; the loop devices clear themselves (autoclear) once the last
+// user is gone. A mount that still answers belongs to a running blockd: refused.
+absl::Status DetachStaleMounts(const std::string& fuse_dir, const std::string& mnt_dir) {
+  if (IsMountPoint(fuse_dir)) {
+    // statfs always asks the server (stat may answer from cached attributes): an aborted
+    // connection says ENOTCONN, anything else means someone serves it.
+    struct statfs st;
+    if (::statfs(fuse_dir.c_str(), &st) == 0 || errno != ENOTCONN) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("FUSE loop backend: ", fuse_dir, " is served by a running dadi-blockd"));
+    }
+  }
+  if (DIR* dir = ::opendir(mnt_dir.c_str())) {
+    while (const dirent* e = ::readdir(dir)) {
+      const std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      const std::string path = absl::StrCat(mnt_dir, "/", name);
+      if (IsMountPoint(path)) {
+        spdlog::warn("detaching {}, left by a dadi-blockd that stopped without cleaning up", path);
+        if (::umount2(path.c_str(), MNT_DETACH) != 0) {
+          spdlog::warn("umount {}: {}", path, std::strerror(errno));
+        }
+      }
+      ::rmdir(path.c_str());  // only an empty directory goes
+    }
+    ::closedir(dir);
+  }
+  if (IsMountPoint(fuse_dir)) {
+    spdlog::warn("detaching {}, the FUSE mount of a dadi-blockd that died", fuse_dir);
+    if (::umount2(fuse_dir.c_str(), MNT_DETACH) != 0) {
+      return absl::InternalError(absl::StrCat("umount ", fuse_dir, ": ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::string DefaultMountData(const std::string& fs_type) {
@@ -39,12 +81,7 @@ absl::StatusOr<std::unique_ptr<FuseLoopBackend>> FuseLoopBackend::Create(
     if (absl::Status s = MakeDir(dir, 0700); !s.ok()) return s;
   }
   const std::string fuse_dir = state + "/fuse";
-  if (IsMountPoint(fuse_dir)) {
-    // A previous blockd left its mount (it crashed, or a restart handover is pending). Taking
-    // it over needs the connection's fd; without it the mount is dead: refuse, do not guess.
-    return absl::FailedPreconditionError(
-        absl::StrCat("FUSE loop backend: ", fuse_dir, " is already a mount point"));
-  }
+  if (absl::Status s = DetachStaleMounts(fuse_dir, state + "/mnt"); !s.ok()) return s;
   auto table = std::make_shared<FuseFileTable>();
   FuseServerOptions fuse = options.fuse;
   if (fuse.handler.mtime_sec == 0) fuse.handler.mtime_sec = static_cast<int64_t>(::time(nullptr));

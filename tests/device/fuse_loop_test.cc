@@ -382,6 +382,61 @@ TEST_F(FuseLoopTest, ManyConcurrentReaders) {
   EXPECT_EQ(mismatches.load(), 0);
 }
 
+// A second backend on a state directory that a running one serves is refused; one left by a
+// backend that was killed (SIGKILL: FUSE mount aborted, the device's mount still there, held
+// by an open file as a container would) is cleaned up, and the same image attaches again.
+TEST_F(FuseLoopTest, RestartAfterKillReclaimsTheStateDirectory) {
+  const std::string state = StateDir();
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    FuseLoopBackendOptions options;
+    options.state_dir = state;
+    absl::StatusOr<std::unique_ptr<FuseLoopBackend>> backend = FuseLoopBackend::Create(options);
+    if (!backend.ok()) _exit(1);
+    absl::StatusOr<AttachedDevice> dev = (*backend)->Attach("img-1", disk_, {});
+    if (!dev.ok()) _exit(2);
+    if (::write(ready[1], "r", 1) != 1) _exit(3);
+    for (;;) ::pause();
+  }
+  ::close(ready[1]);
+  char c = 0;
+  const bool attached = ::read(ready[0], &c, 1) == 1;
+  ::close(ready[0]);
+  if (!attached) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    FAIL() << "the first backend did not attach";
+  }
+  const std::string stale_mount = state + "/mnt/img-1";
+  // A user of the device (a container's overlay would be one) keeps its mount busy.
+  int busy = ::open((stale_mount + "/one").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(busy, 0);
+  {
+    FuseLoopBackendOptions options;
+    options.state_dir = state;
+    absl::StatusOr<std::unique_ptr<FuseLoopBackend>> second = FuseLoopBackend::Create(options);
+    EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(absl::StrContains(second.status().message(), "running dadi-blockd"))
+        << second.status();
+  }
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+
+  CreateBackend();
+  std::vector<std::string> mounts = MountsUnder(state + "/");
+  EXPECT_EQ(mounts, std::vector<std::string>{state + "/fuse"});
+  absl::StatusOr<AttachedDevice> dev = backend_->Attach("img-1", disk_, {});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  ExpectFilesEqual(dev->mount_point);
+  ::close(busy);  // the old device's last user: its loop device clears itself
+  EXPECT_TRUE(backend_->Detach("img-1").ok());
+  backend_.reset();
+  EXPECT_TRUE(Eventually([&] { return LoopsUnder(state).empty(); }));
+}
+
 TEST_F(FuseLoopTest, AttachDetachTwentyTimesLeavesNothingBehind) {
   const std::string state = StateDir() + "/";
   CreateBackend();
