@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "blockstore/device/errno_code.h"
 #include "spdlog/spdlog.h"
 
 namespace dadi::blockstore {
@@ -23,19 +24,7 @@ namespace {
 constexpr int kLoopMajor = 7;
 
 absl::Status ErrnoError(int err, absl::string_view what) {
-  std::string message = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-    case ENXIO:
-      return absl::NotFoundError(message);
-    case EPERM:
-    case EACCES:
-      return absl::PermissionDeniedError(message);
-    case EBUSY:
-      return absl::UnavailableError(message);
-    default:
-      return absl::InternalError(message);
-  }
+  return absl::Status(DeviceErrnoCode(err), absl::StrCat(what, ": ", std::strerror(err)));
 }
 
 std::string ReadSysfsLine(const std::string& path) {

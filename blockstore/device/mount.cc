@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "blockstore/device/errno_code.h"
 #include "spdlog/spdlog.h"
 
 namespace dadi::blockstore {
@@ -21,21 +22,11 @@ absl::StatusOr<MountPoint> MountPoint::Mount(const std::string& source, const st
     int err = errno;
     std::string message = absl::StrCat("mount ", fs_type, " ", source, " on ", target, " (", data,
                                        "): ", std::strerror(err));
-    switch (err) {
-      case ENOENT:
-      case ENXIO:
-        return absl::NotFoundError(message);
-      case EPERM:
-      case EACCES:
-        return absl::PermissionDeniedError(message);
-      case EBUSY:
-        return absl::UnavailableError(message);
-      case EINVAL:
-      case EUCLEAN:
-        return absl::InvalidArgumentError(message);
-      default:
-        return absl::InternalError(message);
-    }
+    // EINVAL (a superblock the file system does not recognise, options it rejects) and EUCLEAN
+    // (a corrupt file system) say the image or the request is bad, not the system.
+    const bool bad_input = err == EINVAL || err == EUCLEAN;
+    return absl::Status(bad_input ? absl::StatusCode::kInvalidArgument : DeviceErrnoCode(err),
+                        message);
   }
   return MountPoint(target);
 }
