@@ -11,8 +11,6 @@
 source "$(dirname "$0")/../lib/test.sh"
 # shellcheck source=SCRIPTDIR/../lib/lazy.sh
 source "$(dirname "$0")/../lib/lazy.sh"
-# Demand fetching only, as in lazy-debian: readahead makes the bytes served depend on timing.
-export DADI_BLOCKD_ARGS=${DADI_BLOCKD_ARGS---readahead-bytes 0}
 LAZY_PULL=cri lazy_begin
 log "CRI: $(bcri version)"
 busybox_src=$(bed_push_image busybox)
@@ -46,7 +44,8 @@ wait_until 30 "busybox's output" bb_printed || true
 expect_eq "busybox output (CRI log)" "hello from dadi" "$(bcri logs "$bb")"
 
 # The registry: range GETs only for the layer blobs, and for Debian far fewer bytes than its
-# layers (measured here: 30% with blockd's 1 MiB cache units, 9% with 32 KiB ones).
+# layers (measured with blockd's defaults: 8-9% to import json and sqlite3; the bound leaves
+# room for the kernel's readahead, whose reach depends on timing).
 for ref in "$busybox" "$debian"; do
   digests=$(image_layer_digests "$ref")
   # shellcheck disable=SC2086 # one digest per word
@@ -57,8 +56,8 @@ for ref in "$busybox" "$debian"; do
   log "registry: $ref: $ranges range GETs, $served of $layers bytes of the layer blobs served"
   [ "$ranges" -gt 0 ] || fail "no range request for the layer blobs of $ref"
   [ "$whole" -eq 0 ] || fail "$whole whole-blob GETs of the layers of $ref"
-  if [ "$ref" = "$debian" ] && [ $((served * 2)) -ge "$layers" ]; then
-    fail "$served of $layers bytes of $debian fetched: not lazy (>= 50%)"
+  if [ "$ref" = "$debian" ] && [ $((served * 100)) -ge $((layers * 15)) ]; then
+    fail "$served of $layers bytes of $debian fetched: not lazy (>= 15%)"
   fi
 done
 
