@@ -341,6 +341,11 @@ absl::StatusOr<SnapshotRecord> MetaStore::GetWithParents(const std::string& key)
 absl::StatusOr<SnapshotRecord> MetaStore::CheckCommit(const std::string& key,
                                                       const std::string& name) {
   std::lock_guard lock(mu_);
+  return CheckCommitLocked(key, name);
+}
+
+absl::StatusOr<SnapshotRecord> MetaStore::CheckCommitLocked(const std::string& key,
+                                                            const std::string& name) {
   auto exists = ExistsLocked(name);
   if (!exists.ok()) return exists.status();
   if (*exists) {
@@ -360,17 +365,8 @@ absl::Status MetaStore::Commit(const std::string& key, const std::string& name, 
   std::lock_guard lock(mu_);
   auto txn = sqlite::Transaction::Begin(&db_);
   if (!txn.ok()) return txn.status();
-  auto exists = ExistsLocked(name);
-  if (!exists.ok()) return exists.status();
-  if (*exists) {
-    return absl::AlreadyExistsError(absl::StrCat("snapshot \"", name, "\" already exists"));
-  }
-  auto rec = GetLocked(key, false);
+  auto rec = CheckCommitLocked(key, name);
   if (!rec.ok()) return rec.status();
-  if (rec->info.kind != Kind::kActive) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("snapshot \"", key, "\" is ", KindName(rec->info.kind), ", not active"));
-  }
   if (rec->id != id) {
     return absl::AbortedError(
         absl::StrCat("snapshot \"", key, "\" was replaced while being committed"));

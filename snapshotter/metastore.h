@@ -109,6 +109,8 @@ class MetaStore {
   absl::Status FillChainLocked(SnapshotRecord* rec);
   absl::StatusOr<std::vector<int64_t>> ParentIdsLocked(int64_t id);
   absl::StatusOr<bool> ExistsLocked(const std::string& key);
+  // What CheckCommit and Commit check: `name` is free and `key` is an active snapshot (returned).
+  absl::StatusOr<SnapshotRecord> CheckCommitLocked(const std::string& key, const std::string& name);
   absl::Status WriteLabelsLocked(int64_t id, const Labels& labels);
 
   std::mutex mu_;  // guards db_: one connection, used by one thread at a time
