@@ -30,6 +30,22 @@ void SetDeadline(grpc::ClientContext* ctx, std::chrono::seconds timeout) {
   ctx->set_deadline(std::chrono::system_clock::now() + timeout);
 }
 
+// A synchronous call of the stub, e.g. &pb::Blockd::Stub::Stat.
+template <typename Request, typename Response>
+using StubCall = grpc::Status (pb::Blockd::Stub::*)(grpc::ClientContext*, const Request&,
+                                                    Response*);
+
+// One of blockd's calls that name an attachment by its id alone (Stat, Detach).
+template <typename Request, typename Response>
+grpc::Status CallWithId(pb::Blockd::Stub& stub, StubCall<Request, Response> call,
+                        const std::string& id, Response* resp) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kCallTimeout);
+  Request req;
+  req.set_id(id);
+  return (stub.*call)(&ctx, req, resp);
+}
+
 }  // namespace
 
 BlockdAttacher::BlockdAttacher(const std::string& address) : address_(address) {
@@ -56,12 +72,8 @@ absl::StatusOr<std::string> BlockdAttacher::Attach(const std::string& id,
                                                    const std::vector<RemoteLayer>& layers) {
   if (absl::Status st = Connect(); !st.ok()) return st;
   {
-    grpc::ClientContext ctx;
-    SetDeadline(&ctx, kCallTimeout);
-    pb::StatRequest req;
-    req.set_id(id);
     pb::StatResponse resp;
-    grpc::Status st = stub_->Stat(&ctx, req, &resp);
+    grpc::Status st = CallWithId(*stub_, &pb::Blockd::Stub::Stat, id, &resp);
     if (st.ok()) return resp.attachment().mount_point();
     if (st.error_code() != grpc::StatusCode::NOT_FOUND) {
       return FromGrpc(st, absl::StrCat("Stat ", id, " on ", address_));
@@ -88,12 +100,8 @@ absl::StatusOr<std::string> BlockdAttacher::Attach(const std::string& id,
 
 absl::Status BlockdAttacher::Detach(const std::string& id) {
   if (absl::Status st = Connect(); !st.ok()) return st;
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx, kCallTimeout);
-  pb::DetachRequest req;
-  req.set_id(id);
   pb::DetachResponse resp;
-  grpc::Status st = stub_->Detach(&ctx, req, &resp);
+  grpc::Status st = CallWithId(*stub_, &pb::Blockd::Stub::Detach, id, &resp);
   if (st.error_code() == grpc::StatusCode::NOT_FOUND) return absl::OkStatus();
   return FromGrpc(st, absl::StrCat("Detach ", id, " on ", address_));
 }
