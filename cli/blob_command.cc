@@ -195,6 +195,52 @@ void PrintReadable(const nlohmann::ordered_json& j, int indent = 0) {
   }
 }
 
+// Describes a layer file (plain, ZFile or blob) by its LSMT trailer and index.
+absl::StatusOr<nlohmann::ordered_json> DescribeLayer(std::shared_ptr<const RandomAccessFile> f) {
+  auto b = LayerBlob::OpenAny(f);
+  if (!b.ok()) return b.status();
+  return LayerJson(*(*b)->layer());
+}
+
+// Describes a layer blob, ZFile or sealed layer: headers, flags, counts and ratios. A ZFile
+// that holds no LSMT layer is described as a ZFile alone.
+absl::StatusOr<nlohmann::ordered_json> Inspect(std::shared_ptr<const RandomAccessFile> f) {
+  const uint64_t size = f->Size();
+  auto b = LayerBlob::OpenAny(f);
+  if (b.ok()) return InspectJson(**b, size);
+  auto z = blockstore::ZFileReader::Open(f);
+  if (!z.ok()) return b.status();
+  nlohmann::ordered_json j = {{"format", "ZFile"}, {"file_size", size}, {"zfile", ZFileJson(**z)}};
+  return j;
+}
+
+// `parent NAME FILE [--json]`: prints describe(FILE) as JSON (--json) or as readable lines; a
+// failure sets exit_code. `file_name` and `file_help` name and explain FILE in --help.
+void AddDescribeCommand(
+    CLI::App* parent, const char* name, const char* help, const char* file_name,
+    const char* file_help, int& exit_code,
+    std::function<absl::StatusOr<nlohmann::ordered_json>(std::shared_ptr<const RandomAccessFile>)>
+        describe) {
+  auto* cmd = parent->add_subcommand(name, help);
+  auto in = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
+  cmd->add_option(file_name, *in, file_help)->required();
+  cmd->add_flag("--json", *json, "print JSON");
+  cmd->callback([=, &exit_code] {
+    auto f = Open(*in);
+    absl::StatusOr<nlohmann::ordered_json> j = f.ok() ? describe(*f) : f.status();
+    if (!j.ok()) {
+      exit_code = Fail(j.status());
+      return;
+    }
+    if (*json) {
+      std::printf("%s\n", j->dump(2).c_str());
+    } else {
+      PrintReadable(*j);
+    }
+  });
+}
+
 // Writes a flat raw image of `stack` to `path`: holes stay sparse.
 absl::Status ExportFlat(const blockstore::LayerStack& stack, const std::string& path) {
   blockstore::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -362,31 +408,8 @@ void RegisterBlobCommands(CLI::App& app, int& exit_code) {
   // dadi blob lsmt ...
   auto* lsmt = blob->add_subcommand("lsmt", "LSMT layers and stacks");
   lsmt->require_subcommand(1);
-  {
-    auto* cmd = lsmt->add_subcommand("info", "show a sealed layer (plain, ZFile or blob)");
-    auto in = std::make_shared<std::string>();
-    auto json = std::make_shared<bool>(false);
-    cmd->add_option("layer", *in, "layer file")->required();
-    cmd->add_flag("--json", *json, "print JSON");
-    cmd->callback([=, &exit_code] {
-      auto f = Open(*in);
-      if (!f.ok()) {
-        exit_code = Fail(f.status());
-        return;
-      }
-      auto b = LayerBlob::OpenAny(*f);
-      if (!b.ok()) {
-        exit_code = Fail(b.status());
-        return;
-      }
-      nlohmann::ordered_json j = LayerJson(*(*b)->layer());
-      if (*json) {
-        std::printf("%s\n", j.dump(2).c_str());
-      } else {
-        PrintReadable(j);
-      }
-    });
-  }
+  AddDescribeCommand(lsmt, "info", "show a sealed layer (plain, ZFile or blob)", "layer",
+                     "layer file", exit_code, DescribeLayer);
   {
     auto* cmd = lsmt->add_subcommand("commit", "commit a writable layer into a sealed layer");
     auto data = std::make_shared<std::string>(), index = std::make_shared<std::string>(),
@@ -425,44 +448,8 @@ void RegisterBlobCommands(CLI::App& app, int& exit_code) {
                   exit_code, ExportFlat);
 
   // dadi blob inspect
-  {
-    auto* cmd = blob->add_subcommand("inspect", "show headers, flags, counts and ratios");
-    auto in = std::make_shared<std::string>();
-    auto json = std::make_shared<bool>(false);
-    cmd->add_option("file", *in, "layer blob, ZFile or sealed LSMT layer")->required();
-    cmd->add_flag("--json", *json, "print JSON");
-    cmd->callback([=, &exit_code] {
-      auto f = Open(*in);
-      if (!f.ok()) {
-        exit_code = Fail(f.status());
-        return;
-      }
-      uint64_t size = (*f)->Size();
-      auto b = LayerBlob::OpenAny(*f);
-      if (!b.ok()) {
-        // A ZFile that does not hold an LSMT layer: show the ZFile alone.
-        auto z = blockstore::ZFileReader::Open(*f);
-        if (!z.ok()) {
-          exit_code = Fail(b.status());
-          return;
-        }
-        nlohmann::ordered_json j = {
-            {"format", "ZFile"}, {"file_size", size}, {"zfile", ZFileJson(**z)}};
-        if (*json) {
-          std::printf("%s\n", j.dump(2).c_str());
-        } else {
-          PrintReadable(j);
-        }
-        return;
-      }
-      nlohmann::ordered_json j = InspectJson(**b, size);
-      if (*json) {
-        std::printf("%s\n", j.dump(2).c_str());
-      } else {
-        PrintReadable(j);
-      }
-    });
-  }
+  AddDescribeCommand(blob, "inspect", "show headers, flags, counts and ratios", "file",
+                     "layer blob, ZFile or sealed LSMT layer", exit_code, Inspect);
 }
 
 }  // namespace dadi::cli
