@@ -46,6 +46,7 @@ namespace dadi::blockstore {
 namespace {
 
 namespace fs = std::filesystem;
+using ::dadi::testing::Eventually;
 using ::dadi::testing::LoopsUnder;
 using ::dadi::testing::MountsUnder;
 namespace pb = ::dadi::blockd::v1;
@@ -74,17 +75,6 @@ std::string RandomData(size_t n, uint64_t seed) {
     std::memcpy(data.data() + i, &w, std::min<size_t>(8, n - i));
   }
   return data;
-}
-
-// Polls `done` for up to 10 s (loop devices are released asynchronously); not a timing
-// assertion, only a bound on a hang.
-template <typename F>
-bool Eventually(F done) {
-  for (int i = 0; i < 1000; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return done();
 }
 
 bool HaveTool(const char* name) {

@@ -41,6 +41,7 @@ namespace dadi::blockstore {
 namespace {
 
 namespace fs = std::filesystem;
+using ::dadi::testing::Eventually;
 using ::dadi::testing::LoopsUnder;
 using ::dadi::testing::MountsUnder;
 
@@ -70,17 +71,6 @@ size_t ThreadCount() {
   size_t n = 0;
   for ([[maybe_unused]] const auto& entry : fs::directory_iterator("/proc/self/task")) ++n;
   return n;
-}
-
-// Polls `done` for up to 10 s (the kernel releases a loop device asynchronously to us in a
-// few places); returns its last value. Not a timing assertion: only an upper bound on a hang.
-template <typename F>
-bool Eventually(F done) {
-  for (int i = 0; i < 1000; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return done();
 }
 
 // A disk that fails every read once armed (a registry gone away).
