@@ -290,6 +290,17 @@ class BlockdDaemonTest : public ::testing::Test {
     l->set_repository(repository_);
   }
 
+  // Attaches `blob` as a one-layer image, named `id` (empty: the default id); asserts success.
+  void AttachBlob(pb::Blockd::Stub& stub, const Blob& blob, pb::AttachResponse* resp,
+                  const std::string& id = "") {
+    pb::AttachRequest req;
+    AddLayer(&req, blob);
+    if (!id.empty()) req.set_id(id);
+    grpc::ClientContext ctx;
+    grpc::Status s = stub.Attach(&ctx, req, resp);
+    ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << daemon_->Log();
+  }
+
   void ExpectFiles(const std::string& mount, const std::map<std::string, std::string>& files) {
     for (const auto& [name, data] : files) {
       std::string got = ReadWhole(mount + "/" + name);
@@ -319,14 +330,8 @@ TEST_F(BlockdDaemonTest, AttachReadStatPrefetchAttachAgainDetachTwice) {
   EXPECT_EQ(st.st_mode & 0777, 0700u);
   auto stub = daemon_->Connect();
 
-  pb::AttachRequest req;
-  AddLayer(&req, blob);
   pb::AttachResponse resp;
-  {
-    grpc::ClientContext ctx;
-    grpc::Status s = stub->Attach(&ctx, req, &resp);
-    ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << daemon_->Log();
-  }
+  ASSERT_NO_FATAL_FAILURE(AttachBlob(*stub, blob, &resp));
   // The default id is the chain id of the digests: for one layer, its digest's hex.
   EXPECT_EQ(resp.id(), blob.digest.substr(7));
   EXPECT_TRUE(absl::StartsWith(resp.device_path(), "/dev/loop")) << resp.device_path();
@@ -382,10 +387,7 @@ TEST_F(BlockdDaemonTest, AttachReadStatPrefetchAttachAgainDetachTwice) {
 
   // Attach again: same device, one more reference.
   pb::AttachResponse again;
-  {
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(stub->Attach(&ctx, req, &again).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(AttachBlob(*stub, blob, &again));
   EXPECT_EQ(again.id(), resp.id());
   EXPECT_EQ(again.device_path(), resp.device_path());
   EXPECT_EQ(again.mount_point(), resp.mount_point());
@@ -557,14 +559,8 @@ TEST_F(BlockdDaemonTest, RegistryGoneAfterAttachGivesEioNeverWrongBytes) {
   ASSERT_NO_FATAL_FAILURE(MakeImage("eio", {{"small", small}, {"big", big}}, &image, &blob));
   ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
   auto stub = daemon_->Connect();
-  pb::AttachRequest req;
-  AddLayer(&req, blob);
   pb::AttachResponse resp;
-  {
-    grpc::ClientContext ctx;
-    grpc::Status s = stub->Attach(&ctx, req, &resp);
-    ASSERT_TRUE(s.ok()) << s.error_message() << daemon_->Log();
-  }
+  ASSERT_NO_FATAL_FAILURE(AttachBlob(*stub, blob, &resp));
   EXPECT_EQ(ReadWhole(resp.mount_point() + "/small"), small);
 
   registry_.reset();  // killed: every fetch from now on fails
@@ -618,13 +614,8 @@ TEST_F(BlockdDaemonTest, SigtermDetachesEverything) {
   auto stub = daemon_->Connect();
   std::vector<std::string> mounts;
   for (const char* id : {"img-1", "img-2", "img-3"}) {
-    pb::AttachRequest req;
-    AddLayer(&req, blob);
-    req.set_id(id);
     pb::AttachResponse resp;
-    grpc::ClientContext ctx;
-    grpc::Status s = stub->Attach(&ctx, req, &resp);
-    ASSERT_TRUE(s.ok()) << s.error_message() << daemon_->Log();
+    ASSERT_NO_FATAL_FAILURE(AttachBlob(*stub, blob, &resp, id));
     EXPECT_EQ(ReadWhole(resp.mount_point() + "/f"), "file\n");
     mounts.push_back(resp.mount_point());
   }
