@@ -650,6 +650,48 @@ class StuckDisk final : public RandomAccessFile {
   int notify_fd_;
 };
 
+// A one-part message with room for one file descriptor (SCM_RIGHTS): how the serving process
+// hands its /dev/fuse fd to the keeper below.
+class FdMessage {
+ public:
+  FdMessage(char* data, size_t size) : iov_{data, size} {
+    msg_.msg_iov = &iov_;
+    msg_.msg_iovlen = 1;
+    msg_.msg_control = control_;
+    msg_.msg_controllen = sizeof(control_);
+  }
+  FdMessage(const FdMessage&) = delete;  // msg_ points into the object
+  FdMessage& operator=(const FdMessage&) = delete;
+  msghdr* get() { return &msg_; }
+
+ private:
+  char control_[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov_;
+  msghdr msg_ = {};
+};
+
+bool SendWithFd(int sock, const std::string& payload, int fd) {
+  FdMessage message(const_cast<char*>(payload.data()), payload.size());
+  cmsghdr* cmsg = CMSG_FIRSTHDR(message.get());
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+  return ::sendmsg(sock, message.get(), 0) >= 0;
+}
+
+// Receives at most payload->size() bytes into *payload (shrunk to what came) and the fd sent
+// with them; false when either is missing.
+bool ReceiveWithFd(int sock, std::string* payload, int* fd) {
+  FdMessage message(payload->data(), payload->size());
+  const ssize_t got = ::recvmsg(sock, message.get(), MSG_CMSG_CLOEXEC);
+  const cmsghdr* cmsg = CMSG_FIRSTHDR(message.get());
+  if (got <= 0 || cmsg == nullptr || cmsg->cmsg_type != SCM_RIGHTS) return false;
+  std::memcpy(fd, CMSG_DATA(cmsg), sizeof(int));
+  payload->resize(static_cast<size_t>(got));
+  return true;
+}
+
 // The restart for real: the serving process is killed (SIGKILL) while it holds an unanswered
 // read; a keeper (here the test process) kept a dup of its /dev/fuse fd and the recorded state,
 // a new server resumes the connection and the stuck read completes with the right bytes.
@@ -674,20 +716,7 @@ TEST_F(FuseLoopTest, ReadInFlightSurvivesServerProcessDeath) {
     if (!server.ok()) _exit(2);
     FuseHandover info = (*server)->Release();  // to read fd and params; serve again below
     std::string payload = info.params.Encode() + table->State().Encode();
-    int fd = info.fd.get();
-    char control[CMSG_SPACE(sizeof(int))] = {};
-    struct iovec iov = {payload.data(), payload.size()};
-    struct msghdr msg = {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-    if (::sendmsg(sock[1], &msg, 0) < 0) _exit(4);
+    if (!SendWithFd(sock[1], payload, info.fd.get())) _exit(4);
     absl::StatusOr<std::unique_ptr<FuseServer>> again = FuseServer::Resume(std::move(info), table);
     if (!again.ok()) _exit(5);
     for (;;) ::pause();
@@ -696,28 +725,18 @@ TEST_F(FuseLoopTest, ReadInFlightSurvivesServerProcessDeath) {
   ::close(notify[1]);
   // The keeper's side: the fd and the recorded state.
   std::string payload(4096, '\0');
-  char control[CMSG_SPACE(sizeof(int))] = {};
-  struct iovec iov = {payload.data(), payload.size()};
-  struct msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  ssize_t got = ::recvmsg(sock[0], &msg, MSG_CMSG_CLOEXEC);
+  int kept_fd = -1;
+  const bool received = ReceiveWithFd(sock[0], &payload, &kept_fd);
   ::close(sock[0]);
-  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  if (got <= 0 || cmsg == nullptr || cmsg->cmsg_type != SCM_RIGHTS) {
+  if (!received) {
     ::kill(child, SIGKILL);
     ::waitpid(child, nullptr, 0);
     ::close(notify[0]);
     FAIL() << "no handover from the serving process";
   }
-  int kept_fd;
-  std::memcpy(&kept_fd, CMSG_DATA(cmsg), sizeof(int));
   FuseHandover handover;
   handover.fd.reset(kept_fd);
   handover.mountpoint = fuse_dir;
-  payload.resize(static_cast<size_t>(got));
 
   // A reader that will get stuck in the first server.
   std::atomic<ssize_t> read_result{-2};
