@@ -570,23 +570,15 @@ class FaultTest : public RegistryTest {
 };
 
 TEST_F(FaultTest, ConnectionResetMidBodyIsRetried) {
-  Fault f;
-  f.kind = Fault::kReset;
-  f.after_bytes = 200000;
-  proxy_->Push(f);
+  proxy_->Push(Fault::Reset(200000));
   auto c = Client();
   EXPECT_TRUE(ReadChecked(*c).ok());
   EXPECT_GE(c->Stats().http.retries, 1u);
 }
 
 TEST_F(FaultTest, TruncatedResponseIsRetried) {
-  Fault f;
-  f.kind = Fault::kTruncate;
-  f.after_bytes = 70000;
-  proxy_->Push(f);
-  Fault headers_only = f;
-  headers_only.after_bytes = 40;  // cut inside the status line/headers
-  proxy_->Push(headers_only);
+  proxy_->Push(Fault::Truncate(70000));
+  proxy_->Push(Fault::Truncate(40));  // cut inside the status line/headers
   auto c = Client();
   absl::Status s = ReadChecked(*c);
   EXPECT_TRUE(s.ok()) << s;
@@ -602,9 +594,7 @@ TEST_F(FaultTest, ServiceUnavailableBurstAndTooManyRequests) {
 }
 
 TEST_F(FaultTest, StallTimesOutAndIsRetried) {
-  Fault f;
-  f.kind = Fault::kStall;
-  proxy_->Push(f);
+  proxy_->Push(Fault::Stall());
   auto c = Client();
   EXPECT_TRUE(ReadChecked(*c).ok());
   EXPECT_GE(c->Stats().http.retries, 1u);
@@ -635,10 +625,8 @@ TEST_F(FaultTest, RemoteBlobReturnsCorrectBytesOrAnError) {
   ASSERT_TRUE(blob.ok());
   std::mt19937 rng(12);
   for (int i = 0; i < 12; ++i) {
-    Fault f;
-    f.kind = (i % 3 == 0) ? Fault::kReset : Fault::kTruncate;
-    f.after_bytes = 1000 + rng() % 300000;
-    proxy_->Push(f);
+    const size_t after_bytes = 1000 + rng() % 300000;
+    proxy_->Push(i % 3 == 0 ? Fault::Reset(after_bytes) : Fault::Truncate(after_bytes));
     if (i % 4 == 0) proxy_->Push(Fault::Status(503));
   }
   for (int i = 0; i < 30; ++i) {

@@ -539,6 +539,26 @@ HttpServerResponse TokenServer::Handle(const HttpServerRequest& req) {
 // ---------------------------------------------------------------------------------------------
 // FaultProxy
 
+Fault Fault::Reset(size_t after_bytes) {
+  Fault f;
+  f.kind = kReset;
+  f.after_bytes = after_bytes;
+  return f;
+}
+
+Fault Fault::Truncate(size_t after_bytes) {
+  Fault f;
+  f.kind = kTruncate;
+  f.after_bytes = after_bytes;
+  return f;
+}
+
+Fault Fault::Stall() {
+  Fault f;
+  f.kind = kStall;
+  return f;
+}
+
 Fault Fault::Status(int code, const std::string& extra_headers) {
   Fault f;
   f.kind = kRespond;

@@ -168,6 +168,10 @@ struct Fault {
   Kind kind = kPass;
   size_t after_bytes = 0;
   std::string response;
+  static Fault Reset(size_t after_bytes);
+  static Fault Truncate(size_t after_bytes);
+  static Fault Stall();
+  // kRespond with an HTTP error `code` and a JSON error body.
   static Fault Status(int code, const std::string& extra_headers = "");
 };
 
