@@ -5,6 +5,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
@@ -73,6 +74,16 @@ absl::Status NotFound(const std::string& key) {
   return absl::NotFoundError(absl::StrCat("snapshot \"", key, "\" does not exist"));
 }
 
+// Steps `st` through all its rows, calling `on_row` at each (it reads the columns).
+absl::Status ForEachRow(sqlite::Statement& st, absl::FunctionRef<void()> on_row) {
+  while (true) {
+    absl::StatusOr<bool> row = st.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::OkStatus();
+    on_row();
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& path) {
@@ -118,12 +129,8 @@ absl::StatusOr<std::vector<int64_t>> MetaStore::ParentIdsLocked(int64_t id) {
   if (!st.ok()) return st.status();
   st->Bind(1, id);
   std::vector<int64_t> ids;
-  while (true) {
-    auto row = st->Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
-    ids.push_back(st->ColumnInt(0));
-  }
+  absl::Status read = ForEachRow(*st, [&] { ids.push_back(st->ColumnInt(0)); });
+  if (!read.ok()) return read;
   return ids;
 }
 
@@ -139,12 +146,9 @@ absl::StatusOr<SnapshotRecord> MetaStore::GetLocked(const std::string& key, bool
     auto ls = db_.Prepare("SELECT key, value FROM labels WHERE snapshot_id = ?");
     if (!ls.ok()) return ls.status();
     ls->Bind(1, r.id);
-    while (true) {
-      auto lrow = ls->Step();
-      if (!lrow.ok()) return lrow.status();
-      if (!*lrow) break;
-      r.info.labels.emplace(ls->ColumnText(0), ls->ColumnText(1));
-    }
+    absl::Status read =
+        ForEachRow(*ls, [&] { r.info.labels.emplace(ls->ColumnText(0), ls->ColumnText(1)); });
+    if (!read.ok()) return read;
   }
   return r;
 }
@@ -485,23 +489,20 @@ absl::StatusOr<std::vector<SnapshotRecord>> MetaStore::List() {
   if (!st.ok()) return st.status();
   std::vector<SnapshotRecord> out;
   std::map<int64_t, size_t> index;
-  while (true) {
-    auto row = st->Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
+  absl::Status read = ForEachRow(*st, [&] {
     index[st->ColumnInt(0)] = out.size();
     out.push_back(ReadRecord(*st));
-  }
+  });
+  if (!read.ok()) return read;
   auto ls = db_.Prepare("SELECT snapshot_id, key, value FROM labels");
   if (!ls.ok()) return ls.status();
-  while (true) {
-    auto row = ls->Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
+  read = ForEachRow(*ls, [&] {
     auto it = index.find(ls->ColumnInt(0));
-    if (it != index.end())
+    if (it != index.end()) {
       out[it->second].info.labels.emplace(ls->ColumnText(1), ls->ColumnText(2));
-  }
+    }
+  });
+  if (!read.ok()) return read;
   return out;
 }
 
@@ -510,12 +511,8 @@ absl::StatusOr<std::vector<int64_t>> MetaStore::Ids() {
   auto st = db_.Prepare("SELECT id FROM snapshots ORDER BY id");
   if (!st.ok()) return st.status();
   std::vector<int64_t> ids;
-  while (true) {
-    auto row = st->Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
-    ids.push_back(st->ColumnInt(0));
-  }
+  absl::Status read = ForEachRow(*st, [&] { ids.push_back(st->ColumnInt(0)); });
+  if (!read.ok()) return read;
   return ids;
 }
 
@@ -537,12 +534,9 @@ absl::StatusOr<std::vector<std::string>> MetaStore::DropWithDescendants(
     sel->Reset();
     sel->Bind(1, root);
     std::vector<std::pair<int64_t, std::string>> victims;  // deepest first
-    while (true) {
-      auto row = sel->Step();
-      if (!row.ok()) return row.status();
-      if (!*row) break;
-      victims.emplace_back(sel->ColumnInt(0), sel->ColumnText(1));
-    }
+    absl::Status read =
+        ForEachRow(*sel, [&] { victims.emplace_back(sel->ColumnInt(0), sel->ColumnText(1)); });
+    if (!read.ok()) return read;
     for (auto& [id, name] : victims) {
       del->Reset();
       if (absl::Status s = del->Bind(1, id).Run(); !s.ok()) return s;
