@@ -15,4 +15,7 @@ void RegisterConvertCommands(CLI::App& app, int& exit_code);
 // `dadi verify CONVERTED --source SRC`: converted image's tree vs the source's (verify_command.cc).
 void RegisterVerifyCommands(CLI::App& app, int& exit_code);
 
+// `dadi trace save|push|show`: startup traces recorded by dadi-blockd (trace_command.cc).
+void RegisterTraceCommands(CLI::App& app, int& exit_code);
+
 }  // namespace dadi::cli

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   dadi::cli::RegisterBlobCommands(app, exit_code);
   dadi::cli::RegisterConvertCommands(app, exit_code);
   dadi::cli::RegisterVerifyCommands(app, exit_code);
+  dadi::cli::RegisterTraceCommands(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }
