@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Trace-based startup prefetch, end to end: the Debian image converted and pulled lazily, python3
+# started once on it while blockd records what the device serves; `dadi trace save` writes that
+# startup trace, `dadi trace push` publishes it next to the image (annotations on the top layer).
+# Then the node forgets everything (containers and image removed, blockd restarted with an empty
+# node cache), the traced image is pulled again and python3 runs again: blockd fetched the trace
+# blob, logged its prefetch, and the registry served about as many bytes of the layer blobs as
+# in the first run (the trace does not balloon fetches).
+# shellcheck source=SCRIPTDIR/../lib/test.sh
+source "$(dirname "$0")/../lib/test.sh"
+# shellcheck source=SCRIPTDIR/../lib/lazy.sh
+source "$(dirname "$0")/../lib/lazy.sh"
+lazy_begin
+ref=$(bed_push_image debian)
+obd=$(lazy_convert "$ref")
+PY=(python3 -c 'import json, sqlite3; print(1)')
+digests=$(registry_manifest "$obd" | jq -r '.layers[].digest')
+layers=$(image_layers_size_remote "$obd")
+
+# registry_idle: the registry log has not grown for 2 s (blockd's readahead and the trace's
+# prefetch are over). Poll with wait_until; its state lives in this shell.
+_idle_lines=-1
+_idle_since=0
+registry_idle() {
+  local n
+  n=$(registry_log_mark)
+  if [ "$n" != "$_idle_lines" ]; then
+    _idle_lines=$n
+    _idle_since=$SECONDS
+    return 1
+  fi
+  [ $((SECONDS - _idle_since)) -ge 2 ]
+}
+wait_registry_idle() {
+  _idle_lines=-1
+  wait_until 120 "the registry to be idle" registry_idle || fail "the registry is still busy"
+}
+
+# --- record ------------------------------------------------------------------------------------
+REGISTRY_LOG_FROM=$(($(registry_log_mark) + 1))
+lazy_pull "$obd"
+rec=$(lazy_id trace-rec)
+# Detached, so the container (and with it blockd's attachment) outlives python3 until the trace
+# is saved; its output goes to a file.
+bctr run -d --log-uri "file://$BED_DIR/trace-rec.out" --snapshotter dadi \
+  --cgroup "/$BED_NS/trace-rec" "$obd" "$rec" "${PY[@]}" >/dev/null
+wait_until 60 "$rec to exit" task_is "$rec" STOPPED || fail "python3 did not exit"
+expect_eq "python3 output (recording)" 1 "$(cat "$BED_DIR/trace-rec.out")"
+wait_registry_idle
+# shellcheck disable=SC2086 # one digest per word
+first=$(registry_bytes_served $digests)
+log "recording run: $first of $layers bytes of the layer blobs served"
+[ "$first" -gt 0 ] || fail "nothing of the layer blobs served in the recording run"
+
+trace=$BED_DIR/trace.json
+out=$("$DADI_CLI_BIN" trace save --blockd "$BED_BLOCKD_SOCKET" "$trace") || fail "dadi trace save failed"
+log "dadi trace save: $out"
+ranges=$(jq '.ranges | length' "$trace")
+traced_bytes=$(jq '[.ranges[][1]] | add // 0' "$trace")
+[ "$ranges" -gt 0 ] || fail "the trace has no ranges"
+grep -qF "$ranges ranges, $traced_bytes bytes of the disk" <<<"$out" ||
+  fail "dadi trace save printed '$out', not $ranges ranges and $traced_bytes bytes"
+trace_digest=sha256:$(sha256sum "$trace" | cut -d' ' -f1)
+pushed=$("$DADI_CLI_BIN" trace push --plain-http "$trace" "docker://$obd") || fail "dadi trace push failed"
+log "dadi trace push: $pushed"
+top=$(registry_manifest "$obd" | jq -c '.layers[-1].annotations')
+expect_eq "trace digest annotation on the top layer" "$trace_digest" \
+  "$(jq -r '.["containerd.io/snapshot/dadi/startup-trace-digest"]' <<<"$top")"
+expect_eq "trace size annotation on the top layer" "$(stat -c %s "$trace")" \
+  "$(jq -r '.["containerd.io/snapshot/dadi/startup-trace-size"]' <<<"$top")"
+again=$("$DADI_CLI_BIN" trace push --plain-http "$trace" "docker://$obd")
+expect_eq "manifest digest of a second push" "$pushed" "$again"
+
+# --- forget everything on the node -------------------------------------------------------------
+bctr tasks delete "$rec" >/dev/null
+bctr containers delete "$rec"
+lazy_check_gc "$obd"
+bed_stop_blockd
+rm -rf "$BED_DIR/blockd/cache"
+bed_start_blockd
+[ -z "$(ls -A "$BED_DIR/blockd/cache")" ] || fail "blockd's cache is not empty after the restart"
+
+# --- replay ------------------------------------------------------------------------------------
+REGISTRY_LOG_FROM=$(($(registry_log_mark) + 1))
+lazy_pull "$obd"
+out=$(lazy_run trace-run "$obd" "${PY[@]}")
+expect_eq "python3 output (with the trace)" 1 "$out"
+blockd_log=$BED_DIR/logs/dadi-blockd.log
+# shellcheck disable=SC2317 # called through wait_until
+prefetched() { grep -q "startup trace $trace_digest" "$blockd_log"; }
+wait_until 60 "blockd's startup trace line" prefetched ||
+  fail "no 'startup trace $trace_digest' line in blockd's log: $(grep -i trace "$blockd_log" | tail -n 5)"
+log "blockd: $(grep "startup trace $trace_digest" "$blockd_log" | tail -n 1)"
+wait_registry_idle
+[ -n "$(registry_blob_gets "$trace_digest")" ] || fail "the registry served no GET of the trace blob $trace_digest"
+# shellcheck disable=SC2086 # one digest per word
+second=$(registry_bytes_served $digests)
+log "run with the trace: $second bytes of the layer blobs served (recording run: $first; trace: $ranges ranges, $traced_bytes bytes of the disk)"
+[ "$second" -gt 0 ] || fail "nothing of the layer blobs served with the trace"
+[ "$second" -le $((2 * first)) ] ||
+  fail "the trace ballooned the fetches: $second bytes served, more than twice the $first of the recording run"
+[ $((2 * second)) -ge "$first" ] ||
+  fail "only $second bytes served with the trace, less than half the $first of the recording run: was the cache really empty?"
+
+lazy_check_gc "$obd"
