@@ -87,12 +87,14 @@ lazy_run() {
 }
 
 # lazy_convert REF: dadi convert docker://REF docker://REF-obd (plain HTTP to the bed's
-# registry, dedup database and work directory inside the bed); prints the new reference.
+# registry, dedup database and work directory inside the bed; extra flags from
+# DADI_CONVERT_ARGS); prints the new reference.
 # SKIP (77) when the build's dadi has no per-layer converter yet.
 lazy_convert() {
   local ref=$1 obd=$1-obd out
   mkdir -p "$BED_DIR/convert"
-  if ! out=$(TMPDIR=$BED_DIR/convert "$DADI_CLI_BIN" convert --plain-http \
+  # shellcheck disable=SC2086 # DADI_CONVERT_ARGS is split into flags on purpose
+  if ! out=$(TMPDIR=$BED_DIR/convert "$DADI_CLI_BIN" convert --plain-http ${DADI_CONVERT_ARGS:-} \
     --db "$BED_DIR/convert/convert.db" "docker://$ref" "docker://$obd" 2>&1); then
     printf '%s\n' "$out" | tail -n 20 >&2
     if grep -q "no per-layer converter" <<<"$out"; then
