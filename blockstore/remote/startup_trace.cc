@@ -1,0 +1,111 @@
+#include "blockstore/remote/startup_trace.h"
+
+#include <algorithm>
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace dadi::blockstore {
+namespace {
+
+absl::Status Invalid(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("startup trace: ", what));
+}
+
+}  // namespace
+
+std::string SerializeStartupTrace(const StartupTrace& trace) {
+  nlohmann::ordered_json j;
+  j["mediaType"] = std::string(kStartupTraceMediaType);
+  j["virtualSize"] = trace.virtual_size;
+  nlohmann::ordered_json ranges = nlohmann::ordered_json::array();
+  for (const TraceRange& r : trace.ranges) ranges.push_back({r.offset, r.length});
+  j["ranges"] = std::move(ranges);
+  return j.dump();
+}
+
+absl::StatusOr<StartupTrace> ParseStartupTrace(absl::string_view json) {
+  if (json.size() > kMaxStartupTraceBytes) {
+    return Invalid(
+        absl::StrCat(json.size(), " bytes, more than the limit of ", kMaxStartupTraceBytes));
+  }
+  nlohmann::json j = nlohmann::json::parse(json.begin(), json.end(), nullptr,
+                                           /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Invalid("not JSON");
+  if (!j.is_object()) return Invalid("not a JSON object");
+  auto media = j.find("mediaType");
+  if (media == j.end() || !media->is_string() ||
+      media->get_ref<const std::string&>() != kStartupTraceMediaType) {
+    return Invalid(absl::StrCat("mediaType is not ", kStartupTraceMediaType));
+  }
+  auto size = j.find("virtualSize");
+  if (size == j.end() || !size->is_number_unsigned()) {
+    return Invalid("virtualSize is not a non-negative integer");
+  }
+  StartupTrace trace;
+  trace.virtual_size = size->get<uint64_t>();
+  auto ranges = j.find("ranges");
+  if (ranges == j.end() || !ranges->is_array()) return Invalid("ranges is not an array");
+  if (ranges->size() > kMaxStartupTraceRanges) {
+    return Invalid(
+        absl::StrCat(ranges->size(), " ranges, more than the limit of ", kMaxStartupTraceRanges));
+  }
+  trace.ranges.reserve(ranges->size());
+  for (size_t i = 0; i < ranges->size(); ++i) {
+    const nlohmann::json& r = (*ranges)[i];
+    if (!r.is_array() || r.size() != 2 || !r[0].is_number_unsigned() ||
+        !r[1].is_number_unsigned()) {
+      return Invalid(absl::StrCat("range ", i, " is not [offset, length]"));
+    }
+    TraceRange range{r[0].get<uint64_t>(), r[1].get<uint64_t>()};
+    if (range.length == 0 || range.length > kMaxStartupTraceRange ||
+        range.offset >= trace.virtual_size || range.length > trace.virtual_size - range.offset) {
+      return Invalid(absl::StrCat("range ", i, " [", range.offset, ", +", range.length,
+                                  ") is empty, too long or outside the disk of ",
+                                  trace.virtual_size, " bytes"));
+    }
+    trace.ranges.push_back(range);
+  }
+  return trace;
+}
+
+void TraceRecorder::Record(uint64_t offset, uint64_t length) {
+  if (length == 0 || offset >= trace_.virtual_size) return;
+  length = std::min({length, trace_.virtual_size - offset, kMaxStartupTraceRange});
+  // What of [offset, offset + length) is not recorded yet: skip reads fully inside a recorded
+  // range (the page cache makes repeats rare, but a re-read after eviction is no news).
+  const uint64_t end = offset + length;
+  auto it = std::upper_bound(seen_.begin(), seen_.end(), offset,
+                             [](uint64_t o, const TraceRange& r) { return o < r.offset; });
+  if (it != seen_.begin()) {
+    const TraceRange& before = *std::prev(it);
+    if (before.offset + before.length >= end) return;
+  }
+  const bool continues = !trace_.ranges.empty() &&
+                         trace_.ranges.back().offset + trace_.ranges.back().length == offset &&
+                         trace_.ranges.back().length + length <= kMaxStartupTraceRange;
+  if (continues) {
+    trace_.ranges.back().length += length;
+  } else if (trace_.ranges.size() < kMaxStartupTraceRanges) {
+    trace_.ranges.push_back(TraceRange{offset, length});
+  } else {
+    return;  // full: later reads are not recorded
+  }
+  // Merge [offset, end) into seen_.
+  TraceRange merged{offset, length};
+  auto first =
+      std::lower_bound(seen_.begin(), seen_.end(), offset,
+                       [](const TraceRange& r, uint64_t o) { return r.offset + r.length < o; });
+  auto last_it = first;
+  while (last_it != seen_.end() && last_it->offset <= end) {
+    const uint64_t lo = std::min(merged.offset, last_it->offset);
+    const uint64_t hi = std::max(merged.offset + merged.length, last_it->offset + last_it->length);
+    merged = TraceRange{lo, hi - lo};
+    ++last_it;
+  }
+  it = seen_.erase(first, last_it);
+  seen_.insert(it, merged);
+}
+
+}  // namespace dadi::blockstore

@@ -1,0 +1,72 @@
+// A startup trace: the ranges of an image's virtual disk that a container read while it started,
+// in the order of first access. It is recorded once (dadi-blockd keeps what each device served;
+// `dadi trace save` writes it out), pushed next to the image's layers as a small JSON blob that
+// the top layer's annotations name, and replayed by dadi-blockd on every later attach: it
+// fetches those ranges in parallel the moment the device exists, so the container's first
+// reads find them local instead of waiting for one registry round trip each. This is the DADI
+// paper's trace-based prefetch.
+//
+//   {"mediaType": "application/vnd.dadi.startup-trace.v1+json",
+//    "virtualSize": 68719476736,
+//    "ranges": [[offset, length], ...]}
+//
+// Ranges are byte ranges of the virtual disk; each lies inside virtualSize, and has a length of
+// 1..kMaxStartupTraceRange. Unknown keys are ignored (fields are only ever added).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace dadi::blockstore {
+
+inline constexpr absl::string_view kStartupTraceMediaType =
+    "application/vnd.dadi.startup-trace.v1+json";
+// Layer annotations (on the image's top layer) that name the trace blob, in the layer's
+// repository. containerd hands containerd.io/snapshot/* annotations to the snapshotter.
+inline constexpr char kStartupTraceDigestAnnotation[] =
+    "containerd.io/snapshot/dadi/startup-trace-digest";
+inline constexpr char kStartupTraceSizeAnnotation[] =
+    "containerd.io/snapshot/dadi/startup-trace-size";
+
+// Bounds of what is accepted from a registry.
+inline constexpr uint64_t kMaxStartupTraceBytes = 8 << 20;
+inline constexpr size_t kMaxStartupTraceRanges = 1 << 18;
+inline constexpr uint64_t kMaxStartupTraceRange = 64 << 20;
+
+struct TraceRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool operator==(const TraceRange& o) const { return offset == o.offset && length == o.length; }
+};
+
+struct StartupTrace {
+  uint64_t virtual_size = 0;
+  std::vector<TraceRange> ranges;  // first access first
+};
+
+// The JSON blob. Deterministic: the same trace gives the same bytes.
+std::string SerializeStartupTrace(const StartupTrace& trace);
+
+// Parses and checks a trace blob: size, media type, every range inside virtualSize and within
+// the limits above. INVALID_ARGUMENT naming what is wrong.
+absl::StatusOr<StartupTrace> ParseStartupTrace(absl::string_view json);
+
+// Records reads as a trace: each read extends the last range when it continues it, else it
+// starts a new one; a range already recorded is not recorded again. Bounded: after
+// kMaxStartupTraceRanges ranges, further reads are dropped. Not thread-safe.
+class TraceRecorder {
+ public:
+  explicit TraceRecorder(uint64_t virtual_size) { trace_.virtual_size = virtual_size; }
+  void Record(uint64_t offset, uint64_t length);
+  const StartupTrace& trace() const { return trace_; }
+
+ private:
+  StartupTrace trace_;
+  std::vector<TraceRange> seen_;  // sorted by offset, merged: what is already recorded
+};
+
+}  // namespace dadi::blockstore

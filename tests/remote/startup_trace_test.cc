@@ -1,0 +1,81 @@
+#include "blockstore/remote/startup_trace.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace dadi::blockstore {
+namespace {
+
+TEST(StartupTraceTest, SerializeParseRoundTrip) {
+  StartupTrace t;
+  t.virtual_size = 64ull << 30;
+  t.ranges = {{4096, 131072}, {0, 4096}, {(64ull << 30) - 4096, 4096}};
+  const std::string json = SerializeStartupTrace(t);
+  EXPECT_EQ(json.rfind(R"({"mediaType":"application/vnd.dadi.startup-trace.v1+json")", 0), 0u)
+      << json;
+  absl::StatusOr<StartupTrace> back = ParseStartupTrace(json);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->virtual_size, t.virtual_size);
+  EXPECT_EQ(back->ranges, t.ranges);  // order kept: first access first
+  EXPECT_EQ(SerializeStartupTrace(*back), json);
+}
+
+TEST(StartupTraceTest, BadBlobsAreRefusedWithTheReason) {
+  const std::string head =
+      R"({"mediaType":"application/vnd.dadi.startup-trace.v1+json","virtualSize":1048576,)";
+  struct Case {
+    std::string json;
+    std::string why;
+  };
+  const std::vector<Case> cases = {
+      {"", "not JSON"},
+      {"[1,2]", "not a JSON object"},
+      {R"({"mediaType":"x","virtualSize":1,"ranges":[]})", "mediaType"},
+      {R"({"mediaType":"application/vnd.dadi.startup-trace.v1+json","ranges":[]})", "virtualSize"},
+      {head + R"("ranges":{}})", "ranges is not an array"},
+      {head + R"("ranges":[[1]]})", "range 0 is not"},
+      {head + R"("ranges":[[0,-1]]})", "range 0 is not"},
+      {head + R"("ranges":[[0,4096],[0,0]]})", "range 1"},
+      {head + R"("ranges":[[1048576,1]]})", "outside the disk"},
+      {head + R"("ranges":[[1048000,4096]]})", "outside the disk"},
+      {head + R"("ranges":[[18446744073709551615,2]]})", "outside the disk"},
+      {std::string(kMaxStartupTraceBytes + 1, ' '), "limit"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<StartupTrace> t = ParseStartupTrace(c.json);
+    ASSERT_FALSE(t.ok()) << c.json.substr(0, 80);
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(t.status().message().find(c.why), absl::string_view::npos)
+        << t.status() << " for " << c.json.substr(0, 80);
+  }
+}
+
+TEST(StartupTraceTest, RecorderMergesContinuationsAndSkipsRepeats) {
+  TraceRecorder r(1 << 20);
+  r.Record(8192, 4096);
+  r.Record(12288, 8192);  // continues the last range
+  r.Record(0, 4096);
+  r.Record(8192, 4096);             // inside what is recorded: no news
+  r.Record(9000, 100);              // likewise
+  r.Record(16384, 8192);            // partly new: recorded whole
+  r.Record(1 << 20, 4096);          // past the disk
+  r.Record((1 << 20) - 100, 4096);  // clipped to the disk
+  r.Record(500, 0);                 // empty
+  const std::vector<TraceRange> want = {
+      {8192, 12288}, {0, 4096}, {16384, 8192}, {(1 << 20) - 100, 100}};
+  EXPECT_EQ(r.trace().ranges, want);
+  EXPECT_EQ(r.trace().virtual_size, 1u << 20);
+  EXPECT_TRUE(ParseStartupTrace(SerializeStartupTrace(r.trace())).ok());
+}
+
+TEST(StartupTraceTest, RecorderIsBounded) {
+  TraceRecorder r(uint64_t{1} << 40);
+  for (uint64_t i = 0; i < kMaxStartupTraceRanges + 10; ++i) r.Record(i * 8192, 4096);
+  EXPECT_EQ(r.trace().ranges.size(), kMaxStartupTraceRanges);
+  EXPECT_EQ(r.trace().ranges.back().offset, (kMaxStartupTraceRanges - 1) * 8192);
+}
+
+}  // namespace
+}  // namespace dadi::blockstore
