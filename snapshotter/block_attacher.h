@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,14 @@ struct RemoteLayer {
   bool operator==(const RemoteLayer&) const = default;
 };
 
+// A startup trace blob (docs/formats.md, "Startup traces") in the top layer's repository.
+struct StartupTraceRef {
+  std::string digest;  // "sha256:<64 hex>"
+  uint64_t size = 0;
+
+  bool operator==(const StartupTraceRef&) const = default;
+};
+
 class BlockAttacher {
  public:
   virtual ~BlockAttacher() = default;
@@ -30,8 +39,10 @@ class BlockAttacher {
   // directory where its file system is mounted. Idempotent: the snapshotter holds one
   // reference per id however often this is called; calling it for an id that is already
   // attached returns the existing mount point. UNAVAILABLE when blockd cannot be reached.
-  virtual absl::StatusOr<std::string> Attach(const std::string& id,
-                                             const std::vector<RemoteLayer>& layers) = 0;
+  // A fresh attachment prefetches `startup_trace` when given.
+  virtual absl::StatusOr<std::string> Attach(
+      const std::string& id, const std::vector<RemoteLayer>& layers,
+      const std::optional<StartupTraceRef>& startup_trace) = 0;
 
   // Drops the snapshotter's reference on `id`. An id that is not attached is not an error.
   virtual absl::Status Detach(const std::string& id) = 0;

@@ -68,8 +68,9 @@ absl::Status BlockdAttacher::Connect() {
       absl::StrCat("dadi-blockd does not answer on ", address_, " (is it running?)"));
 }
 
-absl::StatusOr<std::string> BlockdAttacher::Attach(const std::string& id,
-                                                   const std::vector<RemoteLayer>& layers) {
+absl::StatusOr<std::string> BlockdAttacher::Attach(
+    const std::string& id, const std::vector<RemoteLayer>& layers,
+    const std::optional<StartupTraceRef>& startup_trace) {
   if (absl::Status st = Connect(); !st.ok()) return st;
   {
     pb::StatResponse resp;
@@ -83,6 +84,10 @@ absl::StatusOr<std::string> BlockdAttacher::Attach(const std::string& id,
   SetDeadline(&ctx, kAttachTimeout);
   pb::AttachRequest req;
   req.set_id(id);
+  if (startup_trace.has_value()) {
+    req.mutable_startup_trace()->set_digest(startup_trace->digest);
+    req.mutable_startup_trace()->set_size(startup_trace->size);
+  }
   for (const RemoteLayer& l : layers) {
     pb::Layer* pl = req.add_layers();
     pl->set_digest(l.digest);

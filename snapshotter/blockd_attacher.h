@@ -22,8 +22,8 @@ class BlockdAttacher final : public BlockAttacher {
   // `address` is blockd's socket path ("/run/dadi/blockd.sock"). Connects lazily.
   explicit BlockdAttacher(const std::string& address);
 
-  absl::StatusOr<std::string> Attach(const std::string& id,
-                                     const std::vector<RemoteLayer>& layers) override;
+  absl::StatusOr<std::string> Attach(const std::string& id, const std::vector<RemoteLayer>& layers,
+                                     const std::optional<StartupTraceRef>& startup_trace) override;
   absl::Status Detach(const std::string& id) override;
 
  private:

@@ -43,6 +43,18 @@ const std::string* Find(const Labels& labels, const char* key) {
 
 }  // namespace
 
+std::optional<StartupTraceRef> StartupTraceOfLabels(const Labels& labels) {
+  const std::string* digest = Find(labels, kLabelStartupTraceDigest);
+  const std::string* size = Find(labels, kLabelStartupTraceSize);
+  StartupTraceRef ref;
+  if (digest == nullptr || size == nullptr || !IsSha256Digest(*digest) ||
+      !absl::ascii_isdigit(size->front()) || !absl::SimpleAtoi(*size, &ref.size) || ref.size == 0) {
+    return std::nullopt;
+  }
+  ref.digest = *digest;
+  return ref;
+}
+
 absl::StatusOr<std::optional<RemoteLayerRequest>> ParseRemoteLayerLabels(const Labels& labels) {
   const std::string* target = Find(labels, kLabelSnapshotRef);
   const std::string* digest = Find(labels, kLabelBlobDigest);

@@ -28,6 +28,15 @@ inline constexpr char kLabelDadiRepository[] = "containerd.io/snapshot/dadi/repo
 // resolved and will fetch from.
 inline constexpr char kLabelDadiRemote[] = "containerd.io/snapshot/dadi/remote-repository";
 
+// Written by `dadi trace push` on the top layer of an image: its startup trace blob, which
+// blockd prefetches when it attaches a stack with that layer on top.
+inline constexpr char kLabelStartupTraceDigest[] =
+    "containerd.io/snapshot/dadi/startup-trace-digest";
+inline constexpr char kLabelStartupTraceSize[] = "containerd.io/snapshot/dadi/startup-trace-size";
+
+// The startup trace the labels name; nullopt when they name none or a malformed one.
+std::optional<StartupTraceRef> StartupTraceOfLabels(const Labels& labels);
+
 // The repository part of an image reference: "docker.io/library/ubuntu:22.04" →
 // "docker.io/library/ubuntu", "127.0.0.1:5000/app@sha256:..." → "127.0.0.1:5000/app".
 // Docker Hub short names are expanded as containerd does ("ubuntu" →

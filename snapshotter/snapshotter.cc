@@ -198,7 +198,12 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::MountsFor(const SnapshotRecord& 
     std::reverse(remote.begin(), remote.end());  // blockd takes the bottom first
     std::shared_ptr<std::mutex> mu = AttachLock(top_id);
     std::lock_guard lock(*mu);
-    auto mount_point = attacher_->Attach(AttachId(rec.remote_top_name, top_id), remote);
+    // The top layer's startup trace, when its image carries one.
+    std::optional<StartupTraceRef> trace;
+    if (absl::StatusOr<SnapshotRecord> top = store_->Get(rec.remote_top_name); top.ok()) {
+      trace = StartupTraceOfLabels(top->info.labels);
+    }
+    auto mount_point = attacher_->Attach(AttachId(rec.remote_top_name, top_id), remote, trace);
     if (!mount_point.ok()) return mount_point.status();
     // The stack is the lowest layer: the ordinary layers above it come first.
     spec.parent_fs_dirs.push_back(*mount_point);

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "spdlog/spdlog.h"
 
 namespace dadi::blockstore::blockd {
@@ -44,6 +47,10 @@ absl::StatusOr<uint64_t> ReadThrough(const RandomAccessFile& file, uint64_t offs
   }
   return done;
 }
+
+// Readers of a startup trace at once: enough to keep a registry busy without crowding out the
+// container's own reads.
+constexpr int kTracePrefetchThreads = 8;
 
 }  // namespace
 
@@ -109,8 +116,8 @@ absl::StatusOr<AttachmentInfo> AttachmentTable::Attach(const AttachSpec& spec) {
       return fail(absl::Status(image.status().code(),
                                absl::StrCat("attach ", id, ": ", image.status().message())));
     }
-    absl::StatusOr<AttachedDevice> device =
-        backend_->Attach(id, std::const_pointer_cast<OpenImage>(*image), *options);
+    auto disk = std::make_shared<TracedDisk>(*image);
+    absl::StatusOr<AttachedDevice> device = backend_->Attach(id, disk, *options);
     if (!device.ok()) {
       return fail(absl::Status(device.status().code(),
                                absl::StrCat("attach ", id, ": ", device.status().message())));
@@ -126,8 +133,12 @@ absl::StatusOr<AttachmentInfo> AttachmentTable::Attach(const AttachSpec& spec) {
     snap.info.refcount = 1;
     snap.info.layers = spec.layers;
     snap.image = std::move(*image);
+    snap.disk = std::move(disk);
     spdlog::info("attached {} ({} layers, {} bytes) at {} on {}", id, spec.layers.size(),
                  snap.info.virtual_size, snap.info.device_path, snap.info.mount_point);
+    if (spec.startup_trace.has_value()) {
+      StartTracePrefetch(id, snap.image, spec.layers.back().repository, *spec.startup_trace);
+    }
     absl::MutexLock table_lock(&mu_);
     ready_[id] = snap;
     return snap.info;
@@ -258,21 +269,86 @@ absl::StatusOr<PrefetchResult> AttachmentTable::Prefetch(
     result.bytes_done = *done;
     return result;
   }
-  ReapJobs(false);
-  Job job;
-  job.done = std::make_shared<std::atomic<bool>>(false);
-  job.thread = std::thread([run, done = job.done, name = std::string(id)] {
+  StartJob([run, name = std::string(id)] {
     absl::StatusOr<uint64_t> n = run();
     if (n.ok()) {
       spdlog::debug("prefetch {}: {} bytes", name, *n);
     } else {
       spdlog::warn("prefetch {}: {}", name, n.status().ToString());
     }
+  });
+  return result;
+}
+
+void AttachmentTable::StartJob(std::function<void()> fn) {
+  ReapJobs(false);
+  Job job;
+  job.done = std::make_shared<std::atomic<bool>>(false);
+  job.thread = std::thread([fn = std::move(fn), done = job.done] {
+    fn();
     done->store(true);
   });
   absl::MutexLock lock(&jobs_mu_);
   jobs_.push_back(std::move(job));
-  return result;
+}
+
+void AttachmentTable::StartTracePrefetch(const std::string& id,
+                                         std::shared_ptr<const OpenImage> image,
+                                         std::string repository, BlobRef ref) {
+  StartJob([this, id, image = std::move(image), repository = std::move(repository),
+            ref = std::move(ref), stop = stop_] {
+    const absl::Time start = absl::Now();
+    absl::StatusOr<StartupTrace> trace =
+        opener_->FetchStartupTrace(repository, ref.digest, ref.size);
+    if (trace.ok() && trace->virtual_size != image->Size()) {
+      trace = absl::InvalidArgumentError(absl::StrCat(
+          "it was recorded on a disk of ", trace->virtual_size, " bytes, not ", image->Size()));
+    }
+    if (!trace.ok()) {
+      spdlog::warn("startup trace {} of {}: {}; starting without it", ref.digest, id,
+                   trace.status().ToString());
+      return;
+    }
+    // The container reads in the order of the trace while it starts; several readers fetch
+    // the ranges at once, in that order, so the registry's round trips overlap instead of
+    // adding up. Reads of the device wait on a fetch in flight instead of repeating it.
+    std::atomic<size_t> next{0};
+    std::atomic<uint64_t> bytes{0};
+    std::atomic<bool> failed{false};
+    auto reader = [&] {
+      for (size_t i = next++; i < trace->ranges.size() && !stop->load() && !failed.load();
+           i = next++) {
+        const TraceRange& r = trace->ranges[i];
+        absl::StatusOr<uint64_t> n = ReadThrough(image->stack(), r.offset, r.length, *stop);
+        if (!n.ok()) {
+          spdlog::warn("startup trace {} of {}: range [{}, +{}): {}", ref.digest, id, r.offset,
+                       r.length, n.status().ToString());
+          failed.store(true);
+          return;
+        }
+        bytes += *n;
+      }
+    };
+    std::vector<std::thread> readers;
+    for (int t = 0; t < kTracePrefetchThreads; ++t) readers.emplace_back(reader);
+    for (std::thread& t : readers) t.join();
+    spdlog::info("startup trace {} of {}: {} ranges, {} bytes prefetched in {:.0f} ms", ref.digest,
+                 id, trace->ranges.size(), bytes.load(),
+                 absl::ToDoubleMilliseconds(absl::Now() - start));
+  });
+}
+
+absl::StatusOr<StartupTrace> AttachmentTable::GetTrace(absl::string_view id) const {
+  std::shared_ptr<const TracedDisk> disk;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = ready_.find(id);
+    if (it == ready_.end()) {
+      return absl::NotFoundError(absl::StrCat("device ", id, " is not attached"));
+    }
+    disk = it->second.disk;
+  }
+  return disk->Trace();
 }
 
 void AttachmentTable::ReapJobs(bool all) {

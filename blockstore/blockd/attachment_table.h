@@ -5,8 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,14 +17,23 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "blockstore/blockd/image_opener.h"
+#include "blockstore/blockd/traced_disk.h"
 #include "blockstore/device/device_backend.h"
 
 namespace dadi::blockstore::blockd {
+
+// A blob named by digest and size.
+struct BlobRef {
+  std::string digest;
+  uint64_t size = 0;
+};
 
 struct AttachSpec {
   std::vector<LayerSpec> layers;  // bottom first
   std::map<std::string, std::string> options;
   std::string id;  // empty: ChainIdHex(layers)
+  // A startup trace blob in the top layer's repository, prefetched on a fresh attachment.
+  std::optional<BlobRef> startup_trace;
 };
 
 struct AttachmentInfo {
@@ -75,6 +86,8 @@ class AttachmentTable {
   absl::StatusOr<PrefetchResult> Prefetch(absl::string_view id,
                                           const std::vector<PrefetchRange>& ranges,
                                           const std::vector<std::string>& layer_digests, bool wait);
+  // What the device of `id` served since it was attached, as a startup trace.
+  absl::StatusOr<StartupTrace> GetTrace(absl::string_view id) const;
   // Detaches every device regardless of references (shutdown). Returns the first error.
   absl::Status DetachAll();
 
@@ -91,6 +104,7 @@ class AttachmentTable {
   struct Snapshot {
     AttachmentInfo info;
     std::shared_ptr<const OpenImage> image;
+    std::shared_ptr<const TracedDisk> disk;  // what the device reads: the image, recorded
   };
   struct Job {
     std::thread thread;
@@ -99,6 +113,11 @@ class AttachmentTable {
   absl::Status TeardownLocked(const std::string& id, Entry& entry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(entry.mu);
   void ReapJobs(bool all);
+  // Runs `fn` on a thread of its own, joined by ReapJobs.
+  void StartJob(std::function<void()> fn);
+  // Fetches the startup trace and reads its ranges through `image` with a few threads.
+  void StartTracePrefetch(const std::string& id, std::shared_ptr<const OpenImage> image,
+                          std::string repository, BlobRef trace);
 
   ImageOpener* const opener_;
   DeviceBackend* const backend_;

@@ -205,6 +205,26 @@ size_t ImageOpener::OpenLayerCount() const {
   return n;
 }
 
+absl::StatusOr<StartupTrace> ImageOpener::FetchStartupTrace(const std::string& repository,
+                                                            const std::string& digest,
+                                                            uint64_t size) const {
+  absl::StatusOr<Reference> ref = ParseReference(repository);
+  if (!ref.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("startup trace ", digest, ": repository \"",
+                                                   repository, "\": ", ref.status().message()));
+  }
+  if (size == 0 || size > kMaxStartupTraceBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("startup trace ", digest, ": size ", size,
+                                                   " is not 1..", kMaxStartupTraceBytes));
+  }
+  absl::StatusOr<std::string> blob = client_->GetBlob(*ref, digest, size);
+  if (!blob.ok()) {
+    return absl::Status(blob.status().code(),
+                        absl::StrCat("startup trace ", digest, ": ", blob.status().message()));
+  }
+  return ParseStartupTrace(*blob);
+}
+
 std::string ChainIdHex(const std::vector<LayerSpec>& layers) {
   std::string chain;
   for (const LayerSpec& l : layers) {

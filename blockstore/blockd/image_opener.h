@@ -21,6 +21,7 @@
 #include "blockstore/remote/node_cache.h"
 #include "blockstore/remote/registry_client.h"
 #include "blockstore/remote/remote_blob.h"
+#include "blockstore/remote/startup_trace.h"
 #include "blockstore/zfile/block_cache.h"
 
 namespace dadi::blockstore::blockd {
@@ -113,6 +114,11 @@ class ImageOpener {
 
   // Layers currently open (held by some image).
   size_t OpenLayerCount() const;
+
+  // The startup trace blob `digest` (`size` bytes, at most kMaxStartupTraceBytes) from
+  // `repository`, verified against its digest and parsed.
+  absl::StatusOr<StartupTrace> FetchStartupTrace(const std::string& repository,
+                                                 const std::string& digest, uint64_t size) const;
 
  private:
   // One slot per digest; its mutex is held while the layer opens, so that concurrent opens of

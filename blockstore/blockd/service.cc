@@ -39,6 +39,9 @@ grpc::Status BlockdService::Attach(grpc::ServerContext*, const pb::AttachRequest
     spec.layers.push_back(LayerSpec{l.digest(), l.size(), l.repository()});
   }
   spec.options.insert(req->options().begin(), req->options().end());
+  if (req->has_startup_trace() && !req->startup_trace().digest().empty()) {
+    spec.startup_trace = BlobRef{req->startup_trace().digest(), req->startup_trace().size()};
+  }
   absl::StatusOr<AttachmentInfo> info = table_->Attach(spec);
   if (!info.ok()) {
     spdlog::warn("Attach: {}", info.status().ToString());
@@ -78,6 +81,15 @@ grpc::Status BlockdService::Stat(grpc::ServerContext*, const pb::StatRequest* re
   resp->set_refcount(stats->info.refcount);
   resp->set_read_errors(stats->image.read_errors);
   FillAttachment(stats->info, resp->mutable_attachment());
+  return grpc::Status::OK;
+}
+
+grpc::Status BlockdService::GetTrace(grpc::ServerContext*, const pb::GetTraceRequest* req,
+                                     pb::GetTraceResponse* resp) {
+  absl::StatusOr<StartupTrace> trace = table_->GetTrace(req->id());
+  if (!trace.ok()) return ToGrpcStatus(trace.status());
+  resp->set_trace(SerializeStartupTrace(*trace));
+  resp->set_ranges(trace->ranges.size());
   return grpc::Status::OK;
 }
 

@@ -27,6 +27,9 @@ class BlockdService final : public ::dadi::blockd::v1::Blockd::Service {
   grpc::Status Prefetch(grpc::ServerContext* context,
                         const ::dadi::blockd::v1::PrefetchRequest* req,
                         ::dadi::blockd::v1::PrefetchResponse* resp) override;
+  grpc::Status GetTrace(grpc::ServerContext* context,
+                        const ::dadi::blockd::v1::GetTraceRequest* req,
+                        ::dadi::blockd::v1::GetTraceResponse* resp) override;
 
  private:
   AttachmentTable* table_;

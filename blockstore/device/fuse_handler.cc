@@ -11,7 +11,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "blockstore/file/coding.h"
+#include "spdlog/spdlog.h"
 
 namespace dadi::blockstore {
 namespace {
@@ -661,7 +664,10 @@ void FuseHandler::HandleRead(const Request& req, std::vector<char>* scratch, Fus
   }
   size_t want = static_cast<size_t>(std::min<uint64_t>(in.size, info.size - in.offset));
   if (scratch->size() < want) scratch->resize(std::max<size_t>(want, max_read));
+  const absl::Time start = absl::Now();
   absl::StatusOr<size_t> got = disk->Pread(in.offset, want, scratch->data());
+  spdlog::trace("fuse read {} {}+{}: {:.2f} ms", info.name, in.offset, want,
+                absl::ToDoubleMilliseconds(absl::Now() - start));
   // A short read inside the file would tell the kernel the file ended early (it trims its
   // cached size); only whole answers or an error go back.
   if (!got.ok() || *got != want) {

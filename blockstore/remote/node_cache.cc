@@ -15,6 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "blockstore/remote/digest.h"
 #include "spdlog/spdlog.h"
 
@@ -212,7 +213,10 @@ absl::Status CachedBlob::FetchRun(uint64_t first, uint64_t count, const UnitFetc
   uint64_t offset = first * unit_;
   uint64_t len = std::min(count * unit_, size_ - offset);
   std::unique_ptr<char[]> buf(new char[len]);  // not zero-filled: the fetch fills it all
+  const absl::Time start = absl::Now();
   absl::Status s = fetch(offset, len, buf.get());
+  spdlog::trace("node cache: fetched {} {}+{}: {:.2f} ms", digest_, offset, len,
+                absl::ToDoubleMilliseconds(absl::Now() - start));
   cache_->fetch_requests_.fetch_add(1, std::memory_order_relaxed);
   if (s.ok()) {
     s = PwriteFull(data_fd_.get(), buf.get(), len, offset, dir_ + "/data");

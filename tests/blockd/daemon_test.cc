@@ -36,6 +36,7 @@
 #include "blockstore/remote/digest.h"
 #include "blockstore/remote/reference.h"
 #include "blockstore/remote/registry_client.h"
+#include "blockstore/remote/startup_trace.h"
 #include "dadi/blockd/v1/blockd.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/remote/test_servers.h"
@@ -429,6 +430,97 @@ TEST_F(BlockdDaemonTest, AttachReadStatPrefetchAttachAgainDetachTwice) {
   EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
   EXPECT_TRUE(MountsUnder(scratch_.path() + "/").empty());
   EXPECT_NE(::access(daemon_->socket().c_str(), F_OK), 0);
+}
+
+// What a container read is recorded (GetTrace); published as a blob and named in a later
+// Attach, it is fetched in the background right away, so that reading the same files fetches
+// nothing more, while files outside the trace stay remote. A trace that cannot be fetched
+// does not fail the attach.
+TEST_F(BlockdDaemonTest, StartupTraceIsRecordedThenPrefetchedOnTheNextAttach) {
+  const std::map<std::string, std::string> files = {{"etc/hello.txt", "hello\n"},
+                                                    {"data/read.bin", RandomData(2 << 20, 3)},
+                                                    {"data/unread.bin", RandomData(2 << 20, 4)}};
+  std::string image;
+  Blob blob;
+  ASSERT_NO_FATAL_FAILURE(MakeImage("traced", files, &image, &blob));
+  ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
+  auto stub = daemon_->Connect();
+  pb::AttachResponse resp;
+  ASSERT_NO_FATAL_FAILURE(AttachBlob(*stub, blob, &resp));
+  EXPECT_EQ(ReadWhole(resp.mount_point() + "/etc/hello.txt"), files.at("etc/hello.txt"));
+  EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
+
+  pb::GetTraceRequest trace_req;
+  trace_req.set_id(resp.id());
+  pb::GetTraceResponse trace_resp;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->GetTrace(&ctx, trace_req, &trace_resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  absl::StatusOr<StartupTrace> trace = ParseStartupTrace(trace_resp.trace());
+  ASSERT_TRUE(trace.ok()) << trace.status();
+  EXPECT_EQ(trace->virtual_size, kImageSize);
+  EXPECT_EQ(trace->ranges.size(), trace_resp.ranges());
+  uint64_t traced = 0;
+  for (const TraceRange& r : trace->ranges) traced += r.length;
+  EXPECT_GE(traced, uint64_t{2} << 20);  // the file that was read, at least
+  EXPECT_LT(traced, uint64_t{4} << 20);  // not the one that was not
+
+  // Publish the trace next to the layer.
+  const std::string trace_path = scratch_.Join("trace.json");
+  std::ofstream(trace_path, std::ios::binary) << trace_resp.trace();
+  Blob trace_blob{Sha256Digest(trace_resp.trace()), trace_resp.trace().size(), trace_path};
+  ASSERT_NO_FATAL_FAILURE(Push(trace_blob));
+
+  // A new daemon with an empty node cache.
+  EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
+  fs::remove_all(scratch_.path() + "/cache");
+  ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
+  stub = daemon_->Connect();
+  pb::AttachRequest req;
+  AddLayer(&req, blob);
+  req.mutable_startup_trace()->set_digest(trace_blob.digest);
+  req.mutable_startup_trace()->set_size(trace_blob.size);
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->Attach(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << daemon_->Log();
+  }
+  ASSERT_TRUE(Eventually([&] { return absl::StrContains(daemon_->Log(), "prefetched in"); }))
+      << daemon_->Log();
+  pb::StatRequest stat_req;
+  stat_req.set_id(resp.id());
+  pb::StatResponse before, after;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Stat(&ctx, stat_req, &before).ok());
+  }
+  EXPECT_GE(before.bytes_fetched(), uint64_t{2} << 20);
+  EXPECT_LT(before.bytes_fetched(), blob.size - (uint64_t{1} << 20)) << "the unread file came too";
+  EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
+  EXPECT_EQ(ReadWhole(resp.mount_point() + "/etc/hello.txt"), files.at("etc/hello.txt"));
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Stat(&ctx, stat_req, &after).ok());
+  }
+  EXPECT_EQ(after.bytes_fetched(), before.bytes_fetched()) << "the traced reads were not local";
+  EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/unread.bin") == files.at("data/unread.bin"));
+
+  // A trace the registry does not have: logged, the attach works all the same.
+  pb::AttachRequest missing = req;
+  missing.set_id("no-trace");
+  missing.mutable_startup_trace()->set_digest(Sha256Digest("no such trace"));
+  pb::AttachResponse missing_resp;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->Attach(&ctx, missing, &missing_resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_TRUE(Eventually([&] { return absl::StrContains(daemon_->Log(), "starting without it"); }))
+      << daemon_->Log();
+  EXPECT_EQ(ReadWhole(missing_resp.mount_point() + "/etc/hello.txt"), files.at("etc/hello.txt"));
+  EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
 }
 
 TEST_F(BlockdDaemonTest, TwoLayerStackOverwritesAndDeletesFilesAndSharesTheBase) {

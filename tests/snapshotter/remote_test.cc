@@ -26,17 +26,22 @@ class FakeAttacher : public BlockAttacher {
  public:
   explicit FakeAttacher(std::string dir) : dir_(std::move(dir)) {}
 
-  absl::StatusOr<std::string> Attach(const std::string& id,
-                                     const std::vector<RemoteLayer>& layers) override {
+  absl::StatusOr<std::string> Attach(const std::string& id, const std::vector<RemoteLayer>& layers,
+                                     const std::optional<StartupTraceRef>& trace) override {
     std::lock_guard lock(mu_);
     if (!fail_.ok()) return fail_;
     const std::string mp = absl::StrCat(dir_, "/", id);
     if (attached_.count(id) == 0) {
       std::filesystem::create_directories(mp);
       attached_[id] = layers;
+      traces_[id] = trace;
       ++attaches_;
     }
     return mp;
+  }
+  std::optional<StartupTraceRef> trace(const std::string& id) {
+    std::lock_guard lock(mu_);
+    return traces_[id];
   }
   absl::Status Detach(const std::string& id) override {
     std::lock_guard lock(mu_);
@@ -73,6 +78,7 @@ class FakeAttacher : public BlockAttacher {
   std::mutex mu_;
   absl::Status fail_;
   std::map<std::string, std::vector<RemoteLayer>> attached_;
+  std::map<std::string, std::optional<StartupTraceRef>> traces_;
   int attaches_ = 0;
   std::vector<std::string> detached_;
 };
@@ -240,6 +246,36 @@ TEST_F(RemoteLayerTest, ContainerGetsAttachedStackAsLowestLowerdir) {
   EXPECT_EQ(*again, *m);
   ASSERT_TRUE(s_->Prepare("default/6/ctr2", "r2", {}).ok());
   EXPECT_EQ(attacher_->attaches(), 1);
+}
+
+// The startup trace named on the top layer goes to blockd with the attach; a malformed one, or
+// one on a lower layer only, does not.
+TEST_F(RemoteLayerTest, TopLayersStartupTraceGoesWithTheAttach) {
+  const std::string trace_digest = Digest('c');
+  Labels bottom = LayerLabels("r1", 'a');
+  bottom[kLabelStartupTraceDigest] = Digest('d');
+  bottom[kLabelStartupTraceSize] = "99";
+  ASSERT_EQ(s_->Prepare("x-r1", "", bottom).status().code(), absl::StatusCode::kAlreadyExists);
+  Labels top = LayerLabels("r2", 'b');
+  top[kLabelStartupTraceDigest] = trace_digest;
+  top[kLabelStartupTraceSize] = "1234";
+  ASSERT_EQ(s_->Prepare("x-r2", "r1", top).status().code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(s_->Prepare("default/7/ctr", "r2", {}).ok());
+  EXPECT_EQ(attacher_->trace(DeviceId()), (StartupTraceRef{trace_digest, 1234}));
+
+  Labels bad = LayerLabels("r3", 'e');
+  bad[kLabelStartupTraceDigest] = trace_digest;
+  bad[kLabelStartupTraceSize] = "-1";
+  ASSERT_EQ(s_->Prepare("x-r3", "r1", bad).status().code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(s_->Prepare("default/8/ctr", "r3", {}).ok());
+  int found = 0;
+  for (const auto& [id, layers] : attacher_->attached()) {
+    if (layers.size() == 2 && layers[1].digest == Digest('e')) {
+      ++found;
+      EXPECT_EQ(attacher_->trace(id), std::nullopt) << "a malformed size was passed on";
+    }
+  }
+  EXPECT_EQ(found, 1);
 }
 
 TEST_F(RemoteLayerTest, OrdinaryLayersAboveTheStackComeFirst) {
