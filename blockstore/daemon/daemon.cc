@@ -129,8 +129,11 @@ void ServeUntilStopped(grpc::Server& server, const StopSignals& signals,
   std::thread stopper([&] {
     const int sig = signals.Wait();
     spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    // Calls in flight get a few seconds to finish; then they are cancelled.
-    server.Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    // Calls in flight get a second to answer; then they are cancelled (their handlers still
+    // run to the end; only the answer is lost, as when the daemon is killed). The wait is
+    // short because gRPC also waits this long for idle clients (containerd, the snapshotter)
+    // to close their connections, which they do not.
+    server.Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   });
   server.Wait();
   stopper.join();
