@@ -119,3 +119,80 @@ _cs_seq_build() {
   done
   log "built the sequential-read image in $((SECONDS - start))s: $dir"
 }
+
+# --- startup traces -------------------------------------------------------------------------
+#
+# cs_copy_tag REF TAG: the manifest of REF (host:port/name:tag in the bed's registry) also under
+# TAG of the same repository, byte for byte (same digest).
+cs_copy_tag() {
+  local ref=$1 tag=$2 repo src tmp ct accept
+  repo=${ref#*/}
+  src=${repo##*:}
+  repo=${repo%:*}
+  tmp=$(mktemp -d "$BED_DIR/copy-tag.XXXXXX")
+  accept="application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json"
+  accept+=",application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json"
+  curl -fsS -H "Accept: $accept" -D "$tmp/headers" -o "$tmp/body" "http://$BED_REGISTRY/v2/$repo/manifests/$src"
+  ct=$(awk 'tolower($1) == "content-type:" {print $2}' "$tmp/headers" | tr -d '\r' | tail -n 1)
+  curl -fsS -X PUT -H "Content-Type: $ct" --data-binary "@$tmp/body" \
+    "http://$BED_REGISTRY/v2/$repo/manifests/$tag" >/dev/null
+  rm -rf "$tmp"
+}
+
+# cs_forget_lazy_image REF: the node forgets the lazily pulled image REF: every name of it
+# removed from containerd (CRI adds REPO@DIGEST and sha256:CONFIG beside the tag), its dadi
+# snapshots collected, blockd's devices detached, then dadi-blockd restarted with an empty node
+# cache. Containers of REF must be gone already.
+cs_forget_lazy_image() {
+  local ref=$1 digest name
+  digest=$(bctr images list | awk -v r="$ref" '$1 == r {print $3}')
+  [ -n "$digest" ] || die "cs_forget_lazy_image: no image $ref"
+  for name in $(bctr images list | awk -v d="$digest" 'NR > 1 && $3 == d {print $1}'); do
+    bctr images rm --sync "$name" >/dev/null
+  done
+  wait_until 60 "dadi's snapshots of $ref to be collected" _cs_no_dadi_snapshots ||
+    die "dadi snapshots left: $(bctr snapshots --snapshotter dadi list)"
+  wait_until 60 "blockd's devices to be detached" blockd_has_no_devices ||
+    die "blockd devices left: $(blockd_devices)"
+  bed_stop_blockd
+  rm -rf "$BED_DIR/blockd/cache"
+  bed_start_blockd
+}
+
+_cs_no_dadi_snapshots() {
+  local n
+  n=$(bctr snapshots --snapshotter dadi list | awk 'NR > 1' | wc -l) && [ "$n" -eq 0 ]
+}
+
+# cs_record_trace OBD CMD...: records the startup trace of CMD on the overlaybd image OBD and
+# publishes it as OBD-trace (the same image, the trace annotations on its top layer): pulls OBD
+# lazily, runs CMD detached (so blockd's attachment outlives it; its output in the bed), saves
+# the trace with `dadi trace save`, copies OBD's manifest to the tag OBD-trace and `dadi trace
+# push`es the trace there, then forgets OBD (cs_forget_lazy_image). Sets CS_TRACE_REF (OBD-trace),
+# CS_TRACE_RANGES and CS_TRACE_BYTES (the trace's ranges and bytes of the disk). Runs in the
+# caller's shell, never in $(...): it restarts blockd, whose pid the bed keeps in a variable.
+cs_record_trace() {
+  local obd=$1 id out trace=$BED_DIR/startup-trace.json
+  shift
+  id=$(lazy_id trace-rec)
+  lazy_pull "$obd"
+  bctr run -d --log-uri "file://$BED_DIR/trace-rec.out" --snapshotter dadi \
+    --cgroup "/$BED_NS/trace-rec" "$obd" "$id" "$@" >/dev/null
+  wait_until 120 "$id to exit" _cs_task_stopped "$id" || die "the traced command did not exit"
+  [ -s "$BED_DIR/trace-rec.out" ] || die "the traced command printed nothing"
+  out=$("$DADI_CLI_BIN" trace save --blockd "$BED_BLOCKD_SOCKET" "$trace") || die "dadi trace save failed"
+  log "dadi trace save: $out"
+  cs_copy_tag "$obd" "${obd##*:}-trace"
+  "$DADI_CLI_BIN" trace push --plain-http "$trace" "docker://$obd-trace" >&2 || die "dadi trace push failed"
+  bctr tasks delete "$id" >/dev/null
+  bctr containers delete "$id"
+  cs_forget_lazy_image "$obd"
+  # shellcheck disable=SC2034 # read by coldstart
+  CS_TRACE_REF=$obd-trace
+  # shellcheck disable=SC2034
+  CS_TRACE_RANGES=$(jq '.ranges | length' "$trace")
+  # shellcheck disable=SC2034
+  CS_TRACE_BYTES=$(jq '[.ranges[][1]] | add // 0' "$trace")
+}
+
+_cs_task_stopped() { [ "$(bctr tasks list | awk -v id="$1" '$1 == id {print $3}')" = STOPPED ]; }
