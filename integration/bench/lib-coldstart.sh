@@ -183,7 +183,8 @@ cs_record_trace() {
   out=$("$DADI_CLI_BIN" trace save --blockd "$BED_BLOCKD_SOCKET" "$trace") || die "dadi trace save failed"
   log "dadi trace save: $out"
   cs_copy_tag "$obd" "${obd##*:}-trace"
-  "$DADI_CLI_BIN" trace push --plain-http "$trace" "docker://$obd-trace" >&2 || die "dadi trace push failed"
+  out=$("$DADI_CLI_BIN" trace push --plain-http "$trace" "docker://$obd-trace") || die "dadi trace push failed"
+  log "dadi trace push: $obd-trace is $out"
   bctr tasks delete "$id" >/dev/null
   bctr containers delete "$id"
   cs_forget_lazy_image "$obd"
