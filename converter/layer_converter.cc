@@ -227,17 +227,12 @@ absl::StatusOr<std::shared_ptr<const blockstore::RandomAccessFile>> OpenLayerSta
   return std::shared_ptr<const blockstore::RandomAccessFile>(*std::move(stack));
 }
 
-absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
-                                            const std::vector<std::string>& lower_blob_paths,
-                                            const std::string& uuid, const std::string& parent_uuid,
-                                            const std::string& out_path,
-                                            const LayerConversionOptions& options) {
+namespace {
+
+absl::StatusOr<blockstore::ZFileWriterOptions> ZFileOptionsFor(
+    const LayerConversionOptions& options) {
   auto algorithm = ParseAlgorithm(options.algorithm);
   if (!algorithm.ok()) return algorithm.status();
-  if (uuid.empty() || uuid.size() > 36 || parent_uuid.size() > 36) {
-    return absl::InvalidArgumentError(absl::StrCat("layer uuid \"", uuid, "\" / parent \"",
-                                                   parent_uuid, "\": want 1..36 characters"));
-  }
   blockstore::ZFileWriterOptions zopts;
   zopts.algorithm = *algorithm;
   zopts.level = options.level;
@@ -246,7 +241,30 @@ absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
   zopts.threads = options.threads > 0
                       ? options.threads
                       : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  return zopts;
+}
 
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// The tar applied to the ext4 on a writable layer over the lower stack; the writable layer's
+// files live in `work`.
+struct AppliedWritableLayer {
+  WorkDir work;
+  std::unique_ptr<blockstore::WritableLayer> layer;
+};
+
+absl::StatusOr<AppliedWritableLayer> ApplyToWritableLayer(
+    blockstore::RandomAccessFile& tar, const std::vector<std::string>& lower_blob_paths,
+    const std::string& uuid, const std::string& parent_uuid, const std::string& work_base,
+    const LayerConversionOptions& options) {
+  if (uuid.empty() || uuid.size() > 36 || parent_uuid.size() > 36) {
+    return absl::InvalidArgumentError(absl::StrCat("layer uuid \"", uuid, "\" / parent \"",
+                                                   parent_uuid, "\": want 1..36 characters"));
+  }
   std::shared_ptr<const blockstore::RandomAccessFile> lower;
   uint64_t vsize = options.vsize;
   if (!lower_blob_paths.empty()) {
@@ -259,15 +277,7 @@ absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
     return absl::InvalidArgumentError(
         absl::StrCat("virtual size ", vsize, " is not a positive multiple of 4096"));
   }
-
-  using Clock = std::chrono::steady_clock;
-  auto since = [](Clock::time_point t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
-  };
-  LayerConversionTimings timings;
-  Clock::time_point t0 = Clock::now();
-  double c0 = ProcessCpuSeconds();
-  auto work = WorkDir::Create(out_path);
+  auto work = WorkDir::Create(work_base);
   if (!work.ok()) return work.status();
   blockstore::LayerInfo info;
   info.virtual_size = vsize;
@@ -276,53 +286,42 @@ absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
   auto layer = blockstore::WritableLayer::Create(work->Join("data"), work->Join("index"), info);
   if (!layer.ok()) return layer.status();
 
-  {
-    LsmtBlockDevice device(lower, layer->get());
-    std::unique_ptr<Ext4Filesystem> fs;
-    if (lower == nullptr) {
-      Ext4Options eo;
-      eo.uuid = Ext4UuidFor(uuid);
-      eo.hash_seed = Ext4HashSeedFor(uuid);
-      auto created = Ext4Filesystem::Create(&device, eo);
-      if (!created.ok()) return created.status();
-      fs = *std::move(created);
-    } else {
-      auto opened = Ext4Filesystem::Open(&device);
-      if (!opened.ok()) return opened.status();
-      fs = *std::move(opened);
-    }
-    ApplyOptions ao;
-    ao.layer_name = tar.Name();
-    auto applied = ApplyTarFile(*fs, tar, ao);
-    if (!applied.ok()) return applied.status();
-    if (absl::Status s = fs->Close(); !s.ok()) return s;
+  LsmtBlockDevice device(lower, layer->get());
+  std::unique_ptr<Ext4Filesystem> fs;
+  if (lower == nullptr) {
+    Ext4Options eo;
+    eo.uuid = Ext4UuidFor(uuid);
+    eo.hash_seed = Ext4HashSeedFor(uuid);
+    auto created = Ext4Filesystem::Create(&device, eo);
+    if (!created.ok()) return created.status();
+    fs = *std::move(created);
+  } else {
+    auto opened = Ext4Filesystem::Open(&device);
+    if (!opened.ok()) return opened.status();
+    fs = *std::move(opened);
   }
+  ApplyOptions ao;
+  ao.layer_name = tar.Name();
+  auto applied = ApplyTarFile(*fs, tar, ao);
+  if (!applied.ok()) return applied.status();
+  if (absl::Status s = fs->Close(); !s.ok()) return s;
+  return AppliedWritableLayer{*std::move(work), *std::move(layer)};
+}
 
-  timings.apply = since(t0);
-  timings.apply_cpu = ProcessCpuSeconds() - c0;
-  t0 = Clock::now();
-  c0 = ProcessCpuSeconds();
-  // Commit → ZFile → tar envelope, straight into the blob file.
-  const std::string tmp_blob = work->Join("blob");
-  {
-    auto writer = blockstore::LayerBlobFileWriter::Create(tmp_blob, zopts);
-    if (!writer.ok()) return writer.status();
-    if (absl::Status s = (*layer)->Commit(writer->get()); !s.ok()) return s;
-    if (absl::Status s = (*writer)->Close(); !s.ok()) return s;  // fsyncs
-  }
-  timings.commit = since(t0);
-  timings.commit_cpu = ProcessCpuSeconds() - c0;
-  t0 = Clock::now();
-  c0 = ProcessCpuSeconds();
-  // The envelope's head and the ZFile header are patched at Close, so hash afterwards (the blob
-  // is still in the page cache).
+// The sha256 of the finished blob at `tmp_blob`, then the blob renamed to `out_path`. The
+// envelope's head and the ZFile header are patched at Close, so the hash is read afterwards
+// (the blob is still in the page cache).
+absl::StatusOr<ConvertedLayer> DigestAndPlace(const std::string& tmp_blob, const std::string& uuid,
+                                              const std::string& out_path,
+                                              LayerConversionTimings* timings) {
+  Clock::time_point t0 = Clock::now();
+  double c0 = ProcessCpuSeconds();
   auto blob_file = blockstore::OpenLocalFile(tmp_blob);
   if (!blob_file.ok()) return blob_file.status();
   auto digest = blockstore::Sha256DigestOfFile(**blob_file);
   if (!digest.ok()) return digest.status();
-  timings.digest = since(t0);
-  timings.digest_cpu = ProcessCpuSeconds() - c0;
-  if (options.timings != nullptr) *options.timings = timings;
+  timings->digest = Since(t0);
+  timings->digest_cpu = ProcessCpuSeconds() - c0;
   ConvertedLayer out;
   out.size = (*blob_file)->Size();
   out.digest = *digest;
@@ -331,6 +330,158 @@ absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
   blob_file->reset();
   if (::rename(tmp_blob.c_str(), out_path.c_str()) != 0) return Errno("rename to", out_path);
   if (absl::Status s = FsyncDir(out_path); !s.ok()) return s;
+  return out;
+}
+
+// Appends in 1 MiB writes: the commit appends segment by segment, many of them 4 KiB.
+class BufferedWritableFile final : public blockstore::WritableFile {
+ public:
+  static constexpr size_t kBuffer = 1 << 20;
+  explicit BufferedWritableFile(std::unique_ptr<blockstore::WritableFile> file)
+      : file_(std::move(file)) {
+    buf_.reserve(kBuffer);
+  }
+  absl::Status Append(absl::string_view data) override {
+    size_ += data.size();
+    if (buf_.size() + data.size() > kBuffer) {
+      if (absl::Status s = Drain(); !s.ok()) return s;
+    }
+    if (data.size() >= kBuffer) return file_->Append(data);
+    buf_.append(data.data(), data.size());
+    return absl::OkStatus();
+  }
+  uint64_t Size() const override { return size_; }
+  absl::Status Sync() override {
+    if (absl::Status s = Drain(); !s.ok()) return s;
+    return file_->Sync();
+  }
+  absl::Status Close() override {
+    if (absl::Status s = Drain(); !s.ok()) return s;
+    return file_->Close();
+  }
+  std::string Name() const override { return file_->Name(); }
+
+ private:
+  absl::Status Drain() {
+    if (buf_.empty()) return absl::OkStatus();
+    absl::Status s = file_->Append(buf_);
+    buf_.clear();
+    return s;
+  }
+  std::unique_ptr<blockstore::WritableFile> file_;
+  std::string buf_;
+  uint64_t size_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
+                                            const std::vector<std::string>& lower_blob_paths,
+                                            const std::string& uuid, const std::string& parent_uuid,
+                                            const std::string& out_path,
+                                            const LayerConversionOptions& options) {
+  auto zopts = ZFileOptionsFor(options);
+  if (!zopts.ok()) return zopts.status();
+  LayerConversionTimings timings;
+  Clock::time_point t0 = Clock::now();
+  double c0 = ProcessCpuSeconds();
+  timings.apply_start = t0;
+  auto applied = ApplyToWritableLayer(tar, lower_blob_paths, uuid, parent_uuid, out_path, options);
+  if (!applied.ok()) return applied.status();
+  timings.apply_end = Clock::now();
+  timings.apply = Since(t0);
+  timings.apply_cpu = ProcessCpuSeconds() - c0;
+  t0 = Clock::now();
+  c0 = ProcessCpuSeconds();
+  timings.compress_start = t0;
+  // Commit → ZFile → tar envelope, straight into the blob file.
+  const std::string tmp_blob = applied->work.Join("blob");
+  {
+    auto writer = blockstore::LayerBlobFileWriter::Create(tmp_blob, *zopts);
+    if (!writer.ok()) return writer.status();
+    if (absl::Status s = applied->layer->Commit(writer->get()); !s.ok()) return s;
+    if (absl::Status s = (*writer)->Close(); !s.ok()) return s;  // fsyncs
+  }
+  timings.commit = Since(t0);
+  timings.commit_cpu = ProcessCpuSeconds() - c0;
+  auto out = DigestAndPlace(tmp_blob, uuid, out_path, &timings);
+  timings.compress_end = Clock::now();
+  if (out.ok() && options.timings != nullptr) *options.timings = timings;
+  return out;
+}
+
+absl::StatusOr<SealedLayerFile> ApplyLayer(blockstore::RandomAccessFile& tar,
+                                           const std::vector<std::string>& lower_blob_paths,
+                                           const std::string& uuid, const std::string& parent_uuid,
+                                           const std::string& sealed_path,
+                                           const LayerConversionOptions& options) {
+  // The options are checked before the work (the compression that uses them comes later).
+  if (auto zopts = ZFileOptionsFor(options); !zopts.ok()) return zopts.status();
+  LayerConversionTimings timings;
+  Clock::time_point t0 = Clock::now();
+  double c0 = ProcessCpuSeconds();
+  timings.apply_start = t0;
+  auto applied =
+      ApplyToWritableLayer(tar, lower_blob_paths, uuid, parent_uuid, sealed_path, options);
+  if (!applied.ok()) return applied.status();
+  // Sealed into a temporary name beside `sealed_path`, renamed when complete. Not fsynced: the
+  // file is a temporary of this conversion.
+  const std::string tmp = applied->work.Join("sealed");
+  uint64_t size = 0;
+  {
+    auto file = blockstore::CreateLocalFile(tmp);
+    if (!file.ok()) return file.status();
+    BufferedWritableFile out(*std::move(file));
+    if (absl::Status s = applied->layer->Commit(&out); !s.ok()) return s;
+    size = out.Size();
+    if (absl::Status s = out.Close(); !s.ok()) return s;
+  }
+  if (::rename(tmp.c_str(), sealed_path.c_str()) != 0) return Errno("rename to", sealed_path);
+  timings.apply_end = Clock::now();
+  timings.apply = Since(t0);
+  timings.apply_cpu = ProcessCpuSeconds() - c0;
+  if (options.timings != nullptr) *options.timings = timings;
+  return SealedLayerFile{sealed_path, size, uuid};
+}
+
+absl::StatusOr<ConvertedLayer> CompressLayer(const std::string& sealed_path,
+                                             const std::string& uuid, const std::string& out_path,
+                                             const LayerConversionOptions& options) {
+  auto zopts = ZFileOptionsFor(options);
+  if (!zopts.ok()) return zopts.status();
+  LayerConversionTimings timings;
+  Clock::time_point t0 = Clock::now();
+  double c0 = ProcessCpuSeconds();
+  timings.compress_start = t0;
+  auto work = WorkDir::Create(out_path);
+  if (!work.ok()) return work.status();
+  const std::string tmp_blob = work->Join("blob");
+  {
+    auto file = blockstore::OpenLocalFile(sealed_path);
+    if (!file.ok()) return file.status();
+    auto writer = blockstore::LayerBlobFileWriter::Create(tmp_blob, *zopts);
+    if (!writer.ok()) return writer.status();
+    // The same byte stream as a direct commit: the ZFile is byte-identical.
+    constexpr uint64_t kChunk = 4 << 20;
+    std::string buf;
+    const uint64_t size = (*file)->Size();
+    for (uint64_t done = 0; done < size;) {
+      const uint64_t n = std::min(kChunk, size - done);
+      buf.resize(n);
+      if (absl::Status s = blockstore::PreadExact(**file, done, n, buf.data(), "sealed layer read");
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = (*writer)->Append(buf); !s.ok()) return s;
+      done += n;
+    }
+    if (absl::Status s = (*writer)->Close(); !s.ok()) return s;  // fsyncs
+  }
+  timings.commit = Since(t0);
+  timings.commit_cpu = ProcessCpuSeconds() - c0;
+  auto out = DigestAndPlace(tmp_blob, uuid, out_path, &timings);
+  timings.compress_end = Clock::now();
+  if (out.ok() && options.timings != nullptr) *options.timings = timings;
   return out;
 }
 

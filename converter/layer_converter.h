@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,6 +26,10 @@ struct LayerConversionTimings {
   // CPU seconds of the process in each phase (the machine may be shared: wall time alone
   // says little).
   double apply_cpu = 0, commit_cpu = 0, digest_cpu = 0;
+  // When the stages ran: the apply (ApplyLayer: with the seal into the sealed file) and the
+  // compression (commit or CompressLayer, with the digest). Stages a function does not run stay
+  // at the epoch.
+  std::chrono::steady_clock::time_point apply_start, apply_end, compress_start, compress_end;
 };
 
 struct LayerConversionOptions {
@@ -53,6 +58,31 @@ absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
                                             const std::string& uuid, const std::string& parent_uuid,
                                             const std::string& out_path,
                                             const LayerConversionOptions& options);
+
+// ConvertLayer in two stages, so that a pipeline can compress layer N on one thread while layer
+// N+1 is applied on another (over layer N's sealed file):
+//
+// ApplyLayer applies `tar` over `lower_blob_paths` (as ConvertLayer) and commits the writable
+// layer as an uncompressed sealed LSMT file at `sealed_path` (temporary name beside it, renamed;
+// not fsynced: it is a temporary of the conversion, the caller removes it). The file is a valid
+// lower layer for the next ApplyLayer or ConvertLayer. Timings: apply (with the seal).
+struct SealedLayerFile {
+  std::string path;
+  uint64_t size = 0;
+  std::string uuid;
+};
+absl::StatusOr<SealedLayerFile> ApplyLayer(blockstore::RandomAccessFile& tar,
+                                           const std::vector<std::string>& lower_blob_paths,
+                                           const std::string& uuid, const std::string& parent_uuid,
+                                           const std::string& sealed_path,
+                                           const LayerConversionOptions& options);
+// CompressLayer compresses the sealed file of ApplyLayer into the layer blob at `out_path`
+// (fsynced, renamed) and hashes it: byte-identical to ConvertLayer's blob for the same input and
+// options (the ZFile depends on the byte stream only). `uuid` is the layer's, for the result.
+// Timings: commit (read + compress + write) and digest. Thread-safe against ApplyLayer.
+absl::StatusOr<ConvertedLayer> CompressLayer(const std::string& sealed_path,
+                                             const std::string& uuid, const std::string& out_path,
+                                             const LayerConversionOptions& options);
 
 // Opens a stack of layer blobs (bottom first) read-only: the flat virtual disk.
 absl::StatusOr<std::shared_ptr<const blockstore::RandomAccessFile>> OpenLayerStack(

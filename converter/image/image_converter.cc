@@ -7,6 +7,7 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -167,6 +168,40 @@ class LayerPrefetch {
   std::thread thread_;  // last: starts once result_ exists
 };
 
+// Layer i's compression (sealed file → blob), on a thread of its own while layer i+1 is applied
+// over the sealed file. The destructor waits for the compression and removes the sealed file and
+// a blob not taken (a conversion that failed meanwhile), so the sealed file must outlive the
+// apply that reads it: the converter takes the result after the next apply.
+class BackgroundCompression {
+ public:
+  BackgroundCompression(const LayerCompressFn& compress, std::string sealed_path,
+                        const std::string& uuid, std::string out_path, const LayerOptions& options)
+      : sealed_path_(std::move(sealed_path)),
+        out_path_(std::move(out_path)),
+        thread_([this, &compress, uuid, &options] {
+          result_ = compress(sealed_path_, uuid, out_path_, options);
+        }) {}
+  BackgroundCompression(const BackgroundCompression&) = delete;
+  BackgroundCompression& operator=(const BackgroundCompression&) = delete;
+  ~BackgroundCompression() {
+    if (thread_.joinable()) thread_.join();
+    ::unlink(sealed_path_.c_str());
+    if (!taken_) ::unlink(out_path_.c_str());
+  }
+  // The blob (renamed away by the caller), or the compression's error.
+  absl::StatusOr<LayerResult> Take() {
+    if (thread_.joinable()) thread_.join();
+    taken_ = result_.ok();
+    return std::move(result_);
+  }
+
+ private:
+  const std::string sealed_path_, out_path_;
+  bool taken_ = false;
+  absl::StatusOr<LayerResult> result_ = absl::UnknownError("layer not compressed");
+  std::thread thread_;  // last: starts once the rest exists
+};
+
 }  // namespace
 
 std::string LayerOptions::Key() const {
@@ -212,6 +247,10 @@ ImageConverter::ImageConverter(ConvertOptions options, LayerConverterFn layer_co
       layer_converter_(std::move(layer_converter)),
       db_(db),
       progress_(progress) {}
+
+ImageConverter::ImageConverter(ConvertOptions options, StagedLayerConverter staged, DedupDb* db,
+                               ProgressSink* progress)
+    : options_(std::move(options)), staged_(std::move(staged)), db_(db), progress_(progress) {}
 
 absl::StatusOr<ConvertSummary> ImageConverter::Convert(ImageSource& source,
                                                        ImageDestination& dest) {
@@ -330,6 +369,12 @@ absl::StatusOr<ManifestDocument> ImageConverter::ConvertManifest(ImageSource& so
   std::vector<blockstore::Descriptor> layers;
   std::string parent_uuid;
   const int total = static_cast<int>(manifest->layers.size());
+  const bool staged = staged_.apply != nullptr && staged_.compress != nullptr;
+  if (!staged && layer_converter_ == nullptr) {
+    return absl::InvalidArgumentError("image converter: no layer converter (or half a staged one)");
+  }
+  const std::string& sealed_dir =
+      options_.work_dir.empty() ? options_.store_dir : options_.work_dir;
   // Layer `prefetch_index`'s tar, being fetched; layers the database has are not fetched.
   std::unique_ptr<LayerPrefetch> prefetch;
   int prefetch_index = -1;
@@ -344,62 +389,31 @@ absl::StatusOr<ManifestDocument> ImageConverter::ConvertManifest(ImageSource& so
     prefetch_index = j;
     return absl::OkStatus();
   };
-  for (int i = 0; i < total; ++i) {
-    const blockstore::Descriptor& src = manifest->layers[i];
-    LayerEvent ev;
-    ev.platform = platform;
-    ev.index = i;
-    ev.total = total;
-    ev.source_digest = src.digest;
-    ev.bytes_in = static_cast<uint64_t>(src.size);
-    const std::string uuid = DeterministicUuid(absl::StrCat(chain_ids[i], "\n", options_key));
-
+  auto layer_error = [&](int i, const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("layer ", i + 1, " (", manifest->layers[i].digest,
+                                               "): ", s.message()));
+  };
+  // A converted layer's blob (at a temporary name) goes into the store and the database.
+  auto store = [&](int i, const std::string& uuid,
+                   const LayerResult& converted) -> absl::StatusOr<DedupRecord> {
     DedupRecord rec;
-    bool reused = false;
+    rec.digest = converted.digest;
+    rec.size = converted.size;
+    rec.uuid = uuid;
+    rec.path = absl::StrCat(options_.store_dir, "/", converted.digest.substr(7));
+    if (::rename(converted.blob_path.c_str(), rec.path.c_str()) != 0) {
+      return absl::InternalError(
+          absl::StrCat("layer ", i + 1, ": rename ", converted.blob_path, " to ", rec.path));
+    }
     if (db_ != nullptr) {
-      auto hit = db_->Lookup(chain_ids[i], options_key);
-      if (!hit.ok()) return hit.status();
-      if (hit->has_value()) {
-        rec = **hit;
-        reused = true;
-      }
+      if (absl::Status s = db_->Put(chain_ids[i], options_key, rec); !s.ok()) return s;
     }
-    if (reused) {
-      ev.state = LayerEvent::kReused;
-    } else {
-      ev.state = LayerEvent::kFetching;
-      report(ev);
-      if (prefetch_index != i) prefetch.reset();  // never two fetches at once
-      auto tar = prefetch != nullptr ? prefetch->Take() : source.Blob(src.digest);
-      prefetch.reset();
-      prefetch_index = -1;
-      if (!tar.ok()) {
-        return absl::Status(tar.status().code(), absl::StrCat("layer ", i + 1, " (", src.digest,
-                                                              "): ", tar.status().message()));
-      }
-      if (absl::Status s = start_prefetch(i + 1); !s.ok()) return s;
-      ev.state = LayerEvent::kApplying;
-      report(ev);
-      std::string tmp = absl::StrCat(options_.store_dir, "/tmp-", uuid, "-", ::getpid());
-      auto converted = layer_converter_(**tar, lower_paths, uuid, parent_uuid, tmp, options_.layer);
-      if (!converted.ok()) {
-        ::unlink(tmp.c_str());
-        return absl::Status(
-            converted.status().code(),
-            absl::StrCat("layer ", i + 1, " (", src.digest, "): ", converted.status().message()));
-      }
-      rec.digest = converted->digest;
-      rec.size = converted->size;
-      rec.uuid = uuid;
-      rec.path = absl::StrCat(options_.store_dir, "/", converted->digest.substr(7));
-      if (::rename(converted->blob_path.c_str(), rec.path.c_str()) != 0) {
-        return absl::InternalError(
-            absl::StrCat("layer ", i + 1, ": rename ", converted->blob_path, " to ", rec.path));
-      }
-      if (db_ != nullptr) {
-        if (absl::Status s = db_->Put(chain_ids[i], options_key, rec); !s.ok()) return s;
-      }
-    }
+    return rec;
+  };
+  // Layer i is done (converted or reused): counted, queued for upload, described. Layers
+  // finish in order. False when the uploader failed (its error is returned by Finish).
+  auto finish = [&](int i, LayerEvent ev, const DedupRecord& rec, bool reused) -> bool {
+    const blockstore::Descriptor& src = manifest->layers[i];
     ev.bytes_out = rec.size;
     if (reused) {
       ++summary->reused;
@@ -414,7 +428,7 @@ absl::StatusOr<ManifestDocument> ImageConverter::ConvertManifest(ImageSource& so
         rec.repository.substr(0, rec.repository.find('/')) == dest_host) {
       mount_from = rec.repository.substr(rec.repository.find('/') + 1);
     }
-    if (!uploader.Push({ev, rec.digest, rec.path, mount_from})) break;
+    if (!uploader.Push({ev, rec.digest, rec.path, mount_from})) return false;
 
     blockstore::Descriptor d;
     d.media_type = std::string(docker ? kDockerLayerTarMediaType : blockstore::kOciLayerMediaType);
@@ -426,9 +440,115 @@ absl::StatusOr<ManifestDocument> ImageConverter::ConvertManifest(ImageSource& so
     d.annotations[std::string(kOverlaybdVersionAnnotation)] = std::string(kOverlaybdVersion);
     if (!repository.empty()) d.annotations[std::string(kDadiRepositoryAnnotation)] = repository;
     layers.push_back(std::move(d));
-    lower_paths.push_back(rec.path);
+    // Later layers are applied over the blob (instead of the sealed file, removed next).
+    lower_paths[i] = rec.path;
+    return true;
+  };
+  // The layer being compressed (staged conversion only): at most one at a time, finished
+  // before any later layer.
+  struct Pending {
+    int index = 0;
+    LayerEvent ev;
+    std::string uuid;
+    std::unique_ptr<BackgroundCompression> job;
+  };
+  std::optional<Pending> pending;
+  // Waits for the pending compression and finishes its layer. Sets *pushed to false when the
+  // uploader failed.
+  auto finish_pending = [&](bool* pushed) -> absl::Status {
+    *pushed = true;
+    if (!pending) return absl::OkStatus();
+    auto compressed = pending->job->Take();
+    if (!compressed.ok()) return layer_error(pending->index, compressed.status());
+    auto rec = store(pending->index, pending->uuid, *compressed);
+    if (!rec.ok()) {
+      ::unlink(compressed->blob_path.c_str());
+      return rec.status();
+    }
+    *pushed = finish(pending->index, pending->ev, *rec, false);
+    pending.reset();  // removes the sealed file
+    return absl::OkStatus();
+  };
+  bool pushed = true;
+  for (int i = 0; i < total && pushed; ++i) {
+    const blockstore::Descriptor& src = manifest->layers[i];
+    LayerEvent ev;
+    ev.platform = platform;
+    ev.index = i;
+    ev.total = total;
+    ev.source_digest = src.digest;
+    ev.bytes_in = static_cast<uint64_t>(src.size);
+    const std::string uuid = DeterministicUuid(absl::StrCat(chain_ids[i], "\n", options_key));
+
+    std::optional<DedupRecord> hit_rec;
+    if (db_ != nullptr) {
+      auto hit = db_->Lookup(chain_ids[i], options_key);
+      if (!hit.ok()) return hit.status();
+      hit_rec = *hit;
+    }
+    lower_paths.emplace_back();
+    if (hit_rec) {
+      if (absl::Status s = finish_pending(&pushed); !s.ok()) return s;
+      if (!pushed) break;
+      ev.state = LayerEvent::kReused;
+      pushed = finish(i, ev, *hit_rec, true);
+      parent_uuid = uuid;
+      continue;
+    }
+    ev.state = LayerEvent::kFetching;
+    report(ev);
+    if (prefetch_index != i) prefetch.reset();  // never two fetches at once
+    auto tar = prefetch != nullptr ? prefetch->Take() : source.Blob(src.digest);
+    prefetch.reset();
+    prefetch_index = -1;
+    if (!tar.ok()) return layer_error(i, tar.status());
+    if (absl::Status s = start_prefetch(i + 1); !s.ok()) return s;
+    ev.state = LayerEvent::kApplying;
+    report(ev);
+    std::string tmp = absl::StrCat(options_.store_dir, "/tmp-", uuid, "-", ::getpid());
+    const std::vector<std::string> lowers(lower_paths.begin(), lower_paths.end() - 1);
+    if (!staged) {
+      auto converted = layer_converter_(**tar, lowers, uuid, parent_uuid, tmp, options_.layer);
+      if (!converted.ok()) {
+        ::unlink(tmp.c_str());
+        return layer_error(i, converted.status());
+      }
+      auto rec = store(i, uuid, *converted);
+      if (!rec.ok()) return rec.status();
+      pushed = finish(i, ev, *rec, false);
+      parent_uuid = uuid;
+      continue;
+    }
+    // Staged: apply layer i (over layer i-1's sealed file while layer i-1 is compressed), then
+    // finish layer i-1 and start compressing layer i.
+    const std::string sealed = absl::StrCat(sealed_dir, "/sealed-", uuid, "-", ::getpid());
+    absl::Status applied = staged_.apply(**tar, lowers, uuid, parent_uuid, sealed, options_.layer);
+    tar->reset();
+    if (!applied.ok()) {
+      ::unlink(sealed.c_str());
+      return layer_error(i, applied);
+    }
+    lower_paths[i] = sealed;
     parent_uuid = uuid;
+    if (absl::Status s = finish_pending(&pushed); !s.ok()) {
+      ::unlink(sealed.c_str());
+      return s;
+    }
+    if (!pushed) {
+      ::unlink(sealed.c_str());
+      break;
+    }
+    pending.emplace();
+    pending->index = i;
+    pending->ev = ev;
+    pending->uuid = uuid;
+    pending->job = std::make_unique<BackgroundCompression>(staged_.compress, sealed, uuid, tmp,
+                                                           options_.layer);
   }
+  if (pushed) {
+    if (absl::Status s = finish_pending(&pushed); !s.ok()) return s;
+  }
+  pending.reset();
   if (absl::Status s = uploader.Finish(); !s.ok()) return s;
   PushStats ps = uploader.stats();
   summary->pushes.uploaded += ps.uploaded;

@@ -1,8 +1,9 @@
 // `dadi convert`: an OCI/Docker image (or an index of them) into an overlaybd image. For every
 // platform: layers are applied one by one into overlaybd layer blobs (the per-layer work is a
-// LayerConverterFn, normally converter::ConvertLayer), the config's diff_ids and the manifest's
-// layer descriptors are rewritten, and blobs, config and manifest are written to the
-// destination. See docs/converter.md, "dadi convert".
+// StagedLayerConverter, normally converter::ApplyLayer + CompressLayer, the compression of a
+// layer overlapping the apply of the next; or a one-call LayerConverterFn), the config's
+// diff_ids and the manifest's layer descriptors are rewritten, and blobs, config and manifest
+// are written to the destination. See docs/converter.md, "dadi convert".
 #pragma once
 
 #include <cstdint>
@@ -58,8 +59,26 @@ using LayerConverterFn = std::function<absl::StatusOr<LayerResult>(
     const std::string& uuid, const std::string& parent_uuid, const std::string& out_path,
     const LayerOptions& options)>;
 
-// converter::ConvertLayer as a LayerConverterFn.
-LayerConverterFn DefaultLayerConverter();
+// A layer conversion in two stages (normally converter::ApplyLayer and CompressLayer), so that
+// layer i is compressed on a thread of its own while layer i+1 is applied:
+// `apply` applies the tar over the lower layers (blobs or sealed files of earlier `apply` calls)
+// and writes an uncompressed sealed LSMT file at `sealed_path`; `compress` turns that file into
+// the layer blob at `out_path`. `compress` runs on another thread than `apply`, one call at a
+// time.
+using LayerApplyFn = std::function<absl::Status(
+    blockstore::RandomAccessFile& tar, const std::vector<std::string>& lower_paths,
+    const std::string& uuid, const std::string& parent_uuid, const std::string& sealed_path,
+    const LayerOptions& options)>;
+using LayerCompressFn = std::function<absl::StatusOr<LayerResult>(
+    const std::string& sealed_path, const std::string& uuid, const std::string& out_path,
+    const LayerOptions& options)>;
+struct StagedLayerConverter {
+  LayerApplyFn apply;
+  LayerCompressFn compress;
+};
+
+// converter::ApplyLayer + converter::CompressLayer.
+StagedLayerConverter DefaultLayerConverter();
 
 // What happens to each layer, for a progress display. Calls come from one thread at a time.
 struct LayerEvent {
@@ -105,8 +124,12 @@ struct ConvertSummary {
 
 class ImageConverter {
  public:
-  // `db` and `progress` may be null.
+  // `db` and `progress` may be null. With a LayerConverterFn each layer is converted in one
+  // call (nothing overlaps but the fetch and the upload); with a StagedLayerConverter the
+  // compression of layer i overlaps the apply of layer i+1.
   ImageConverter(ConvertOptions options, LayerConverterFn layer_converter, DedupDb* db,
+                 ProgressSink* progress);
+  ImageConverter(ConvertOptions options, StagedLayerConverter staged, DedupDb* db,
                  ProgressSink* progress);
   absl::StatusOr<ConvertSummary> Convert(ImageSource& source, ImageDestination& dest);
 
@@ -117,7 +140,8 @@ class ImageConverter {
                                                    ConvertSummary* summary);
 
   ConvertOptions options_;
-  LayerConverterFn layer_converter_;
+  LayerConverterFn layer_converter_;  // or
+  StagedLayerConverter staged_;
   DedupDb* db_;
   ProgressSink* progress_;
 };

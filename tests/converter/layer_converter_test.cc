@@ -222,6 +222,66 @@ TEST_F(LayerConverterTest, OutputIsDeterministicAndTheDigestIsTheBlobs) {
   EXPECT_NE(other->digest, r->digest);
 }
 
+// The two stages of the pipeline: each layer applied over the sealed files of the layers below
+// (as the image converter does while those are compressed), then compressed: the blobs are
+// ConvertLayer's, byte for byte, and the stage timings are recorded.
+TEST_F(LayerConverterTest, ApplyThenCompressGivesConvertLayersBlobs) {
+  std::vector<std::string> direct = ConvertThree("lz4", "a");
+  const std::vector<std::string> tars = {Layer0(), Layer1(), Layer2()};
+  const std::vector<std::string> uuids = {kUuid0, kUuid1, kUuid2};
+  std::vector<std::string> sealed;
+  for (size_t i = 0; i < 3; ++i) {
+    LayerConversionTimings at;
+    LayerConversionOptions o = Options();
+    o.timings = &at;
+    auto file = blockstore::NewMemoryFile(tars[i], absl::StrCat("t", i));
+    const std::string path = dir_.Join(absl::StrCat("s", i, ".sealed"));
+    auto applied = ApplyLayer(*file, sealed, uuids[i], i ? uuids[i - 1] : "", path, o);
+    ASSERT_TRUE(applied.ok()) << applied.status();
+    EXPECT_EQ(applied->path, path);
+    EXPECT_EQ(applied->size, std::filesystem::file_size(path));
+    EXPECT_GT(at.apply_end, at.apply_start);
+    EXPECT_EQ(at.compress_start, std::chrono::steady_clock::time_point{});
+    // An uncompressed sealed LSMT file.
+    auto f = blockstore::OpenLocalFile(path);
+    ASSERT_TRUE(f.ok()) << f.status();
+    auto blob = blockstore::LayerBlob::OpenAny(
+        std::shared_ptr<const blockstore::RandomAccessFile>(*std::move(f)));
+    ASSERT_TRUE(blob.ok()) << blob.status();
+    EXPECT_EQ((*blob)->format(), blockstore::LayerFormat::kSealedLsmt);
+    sealed.push_back(path);
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    LayerConversionTimings ct;
+    LayerConversionOptions o = Options();
+    o.timings = &ct;
+    const std::string out = dir_.Join(absl::StrCat("c", i));
+    auto r = CompressLayer(sealed[i], uuids[i], out, o);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->uuid, uuids[i]);
+    EXPECT_EQ(r->blob_path, out);
+    const std::string bytes = ReadFileOrDie(out);
+    EXPECT_EQ(r->digest, blockstore::Sha256Digest(bytes));
+    EXPECT_EQ(r->size, bytes.size());
+    EXPECT_TRUE(bytes == ReadFileOrDie(direct[i])) << "layer " << i << " differs";
+    EXPECT_GT(ct.compress_end, ct.compress_start);
+  }
+  // Nothing but the outputs is left beside them.
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_.path())) {
+    EXPECT_EQ(e.path().string().find(".work-"), std::string::npos) << e.path();
+    ++files;
+  }
+  EXPECT_EQ(files, 9u);
+  // A file that is not a sealed layer, a bad algorithm: errors, no output.
+  EXPECT_FALSE(CompressLayer(dir_.Join("missing"), kUuid0, dir_.Join("x"), Options()).ok());
+  auto tar = blockstore::NewMemoryFile(Layer0());
+  EXPECT_EQ(ApplyLayer(*tar, {}, kUuid0, "", dir_.Join("y"), Options("zip")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(std::filesystem::exists(dir_.Join("x")));
+  EXPECT_FALSE(std::filesystem::exists(dir_.Join("y")));
+}
+
 class LayerConverterFormatTest : public LayerConverterTest,
                                  public ::testing::WithParamInterface<const char*> {};
 

@@ -73,8 +73,10 @@ void MakeSourceImage(const std::string& dir) {
   std::ofstream(dir + "/oci-layout") << R"({"imageLayoutVersion":"1.0.0"})";
 }
 
+// With `one_pass`, each layer in one ConvertLayer call (no staged pipeline).
 absl::StatusOr<ConvertSummary> ConvertTo(const testing::ScratchDir& scratch, const std::string& src,
-                                         const std::string& dst, const std::string& name) {
+                                         const std::string& dst, const std::string& name,
+                                         bool one_pass = false) {
   auto s = ParseImageReference(src);
   auto d = ParseImageReference(dst);
   if (!s.ok() || !d.ok()) return absl::InvalidArgumentError("reference");
@@ -90,8 +92,29 @@ absl::StatusOr<ConvertSummary> ConvertTo(const testing::ScratchDir& scratch, con
   o.layer.vsize = kVsize;
   o.store_dir = scratch.Join(name + ".blobs");
   o.work_dir = work;
+  if (one_pass) {
+    LayerConverterFn fn = [](blockstore::RandomAccessFile& tar,
+                             const std::vector<std::string>& lowers, const std::string& uuid,
+                             const std::string& parent, const std::string& out,
+                             const LayerOptions& lo) -> absl::StatusOr<LayerResult> {
+      LayerConversionOptions c;
+      c.vsize = lo.vsize;
+      auto r = ConvertLayer(tar, lowers, uuid, parent, out, c);
+      if (!r.ok()) return r.status();
+      return LayerResult{r->blob_path, r->digest, r->size, r->uuid};
+    };
+    ImageConverter conv(o, fn, db->get(), nullptr);
+    return conv.Convert(**source, **dest);
+  }
   ImageConverter conv(o, DefaultLayerConverter(), db->get(), nullptr);
-  return conv.Convert(**source, **dest);
+  auto sum = conv.Convert(**source, **dest);
+  // The staged pipeline's sealed files are gone.
+  for (const auto& e : fs::recursive_directory_iterator(work)) {
+    if (e.path().filename().string().rfind("sealed-", 0) == 0) {
+      return absl::InternalError("left behind: " + e.path().string());
+    }
+  }
+  return sum;
 }
 
 TEST(ImageConvertEndToEndTest, TwoLayerImageToOciLayout) {
@@ -164,6 +187,12 @@ TEST(ImageConvertEndToEndTest, TwoLayerImageToOciLayout) {
   auto again = ConvertTo(dir, "oci:" + dir.Join("src") + ":v1", "oci:" + dir.Join("dst2"), "b");
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->digest, sum->digest);
+  // The staged pipeline (apply, then compress while the next layer is applied) writes the
+  // blobs ConvertLayer writes in one pass.
+  auto one_pass =
+      ConvertTo(dir, "oci:" + dir.Join("src") + ":v1", "oci:" + dir.Join("dst3"), "c", true);
+  ASSERT_TRUE(one_pass.ok()) << one_pass.status();
+  EXPECT_EQ(one_pass->digest, sum->digest);
 }
 
 }  // namespace

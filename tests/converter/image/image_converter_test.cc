@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -466,6 +467,181 @@ TEST_F(ImageConverterTest, NextLayerIsFetchedWhileTheCurrentOneConverts) {
       EXPECT_EQ(sum->reused, 3);
       EXPECT_EQ(source.fetches(), 0);
     }
+  }
+}
+
+// A staged fake: `apply` writes "sealed|<tar digest>|<lowers>|<uuid>|<parent>" at the sealed
+// path, `compress` (slow: 300 ms) turns it into "blob|<sealed content>|<options>"; both record
+// when they ran. `fail_compress` makes the compression of that layer (1-based) fail.
+struct StagedFake {
+  using Clock = std::chrono::steady_clock;
+  struct Times {
+    std::mutex mu;
+    std::map<std::string, Clock::time_point> apply_start, apply_end, compress_start,
+        compress_end;                              // by uuid
+    std::vector<std::string> uuids;                // in apply order
+    std::vector<std::vector<std::string>> lowers;  // of each apply
+    std::vector<std::string> sealed;               // paths written by apply
+  };
+  std::shared_ptr<Times> t = std::make_shared<Times>();
+  int fail_compress = 0;
+  std::chrono::milliseconds compress_time{300};
+
+  StagedLayerConverter Get() {
+    StagedLayerConverter c;
+    auto times = t;
+    c.apply = [times](blockstore::RandomAccessFile& tar, const std::vector<std::string>& lowers,
+                      const std::string& uuid, const std::string& parent,
+                      const std::string& sealed_path, const LayerOptions&) -> absl::Status {
+      const auto start = Clock::now();
+      auto digest = blockstore::Sha256DigestOfFile(tar);
+      if (!digest.ok()) return digest.status();
+      std::vector<std::string> contents;
+      for (const auto& l : lowers) {
+        if (!fs::exists(l)) return absl::NotFoundError("lower " + l + " is gone");
+        contents.push_back(blockstore::Sha256Digest(ReadFile(l)));
+      }
+      std::string sealed = absl::StrCat("sealed|", *digest, "|", absl::StrJoin(contents, ","), "|",
+                                        uuid, "|", parent);
+      if (absl::Status s = WriteFileAtomically(sealed_path, sealed); !s.ok()) return s;
+      std::lock_guard<std::mutex> l(times->mu);
+      times->apply_start[uuid] = start;
+      times->apply_end[uuid] = Clock::now();
+      times->uuids.push_back(uuid);
+      times->lowers.push_back(lowers);
+      times->sealed.push_back(sealed_path);
+      return absl::OkStatus();
+    };
+    const int fail = fail_compress;
+    const auto sleep = compress_time;
+    c.compress = [times, fail, sleep](const std::string& sealed_path, const std::string& uuid,
+                                      const std::string& out_path,
+                                      const LayerOptions& o) -> absl::StatusOr<LayerResult> {
+      const auto start = Clock::now();
+      std::this_thread::sleep_for(sleep);
+      int index = 0;
+      {
+        std::lock_guard<std::mutex> l(times->mu);
+        index = static_cast<int>(std::find(times->uuids.begin(), times->uuids.end(), uuid) -
+                                 times->uuids.begin() + 1);
+        times->compress_start[uuid] = start;
+      }
+      if (index == fail) return absl::DataLossError("compressor exploded");
+      if (!fs::exists(sealed_path)) return absl::NotFoundError("sealed file " + sealed_path);
+      std::string blob = absl::StrCat("blob|", ReadFile(sealed_path), "|", o.Key());
+      if (absl::Status s = WriteFileAtomically(out_path, blob); !s.ok()) return s;
+      std::lock_guard<std::mutex> l(times->mu);
+      times->compress_end[uuid] = Clock::now();
+      return LayerResult{out_path, blockstore::Sha256Digest(blob), blob.size(), uuid};
+    };
+    return c;
+  }
+};
+
+// Files whose names start with `prefix` anywhere under `dir`.
+std::vector<std::string> FilesStartingWith(const std::string& dir, const std::string& prefix) {
+  std::vector<std::string> out;
+  if (!fs::exists(dir)) return out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.path().filename().string().rfind(prefix, 0) == 0) out.push_back(e.path().string());
+  }
+  return out;
+}
+
+TEST_F(ImageConverterTest, StagedCompressionOfALayerOverlapsTheApplyOfTheNext) {
+  LayoutBuilder src(dir_.Join("src"));
+  src.Tag(src.Image({"base", "app", "top"}), "v1");
+  auto db = DedupDb::Open(dir_.Join("staged.db"));
+  ASSERT_TRUE(db.ok()) << db.status();
+  StagedFake fake;
+  auto convert = [&](const std::string& dst) {
+    auto s = ParseImageReference("oci:" + src.dir() + ":v1");
+    auto d = ParseImageReference("oci:" + dir_.Join(dst) + ":x");
+    auto source = OpenImageSource(*s, nullptr, dir_.path());
+    EXPECT_TRUE(source.ok());
+    auto dest = OpenImageDestination(*d, nullptr, dir_.path());
+    EXPECT_TRUE(dest.ok());
+    fs::create_directories(dir_.Join("work-" + dst));
+    ConvertOptions o;
+    o.store_dir = dir_.Join("staged.db.blobs");
+    o.work_dir = dir_.Join("work-" + dst);
+    ImageConverter conv(o, fake.Get(), db->get(), nullptr);
+    return conv.Convert(**source, **dest);
+  };
+  auto sum = convert("a");
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(sum->layers, 3);
+  ASSERT_EQ(fake.t->uuids.size(), 3u);
+  const auto& u = fake.t->uuids;
+  // Layer i+1's apply started before layer i's compression (300 ms) ended, and it ended after
+  // layer i's apply: the two overlapped.
+  for (int i = 0; i + 1 < 3; ++i) {
+    ASSERT_TRUE(fake.t->compress_end.count(u[i]));
+    EXPECT_LT(fake.t->apply_start[u[i + 1]], fake.t->compress_end[u[i]]) << "layer " << i + 1;
+    EXPECT_GT(fake.t->compress_end[u[i]], fake.t->apply_end[u[i]]);
+    // One compression at a time, in order.
+    EXPECT_LE(fake.t->compress_end[u[i]], fake.t->compress_start[u[i + 1]]);
+  }
+  // Layer 2 was applied over layer 1's sealed file (in the work directory); layer 3 over layer
+  // 1's blob (in the store, compressed by then) and layer 2's sealed file.
+  ASSERT_EQ(fake.t->lowers[1].size(), 1u);
+  EXPECT_EQ(fake.t->lowers[1][0], fake.t->sealed[0]);
+  EXPECT_EQ(fs::path(fake.t->sealed[0]).parent_path(), fs::path(dir_.Join("work-a")));
+  ASSERT_EQ(fake.t->lowers[2].size(), 2u);
+  EXPECT_EQ(fs::path(fake.t->lowers[2][0]).parent_path(), fs::path(dir_.Join("staged.db.blobs")));
+  EXPECT_EQ(fake.t->lowers[2][1], fake.t->sealed[1]);
+  // The sealed files are gone; the store holds the three blobs and nothing else.
+  EXPECT_TRUE(FilesStartingWith(dir_.Join("work-a"), "sealed-").empty());
+  EXPECT_EQ(
+      std::distance(fs::directory_iterator(dir_.Join("staged.db.blobs")), fs::directory_iterator()),
+      3);
+  // The manifest names the blobs compressed from the sealed files, in order.
+  auto m = blockstore::ParseImageManifest(Top(dir_.Join("a"), "x").body);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->layers.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    const std::string blob = BlobOf(dir_.Join("a"), m->layers[i].digest);
+    EXPECT_TRUE(absl::StrContains(blob, u[i])) << i;
+  }
+
+  // Again: everything comes from the database, nothing is applied.
+  auto again = convert("b");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->reused, 3);
+  EXPECT_EQ(again->digest, sum->digest);
+  EXPECT_EQ(fake.t->uuids.size(), 3u);
+}
+
+TEST_F(ImageConverterTest, StagedCompressionErrorNamesTheLayerAndLeavesNothing) {
+  LayoutBuilder src(dir_.Join("src"));
+  src.Tag(src.Image({"base", "app", "top"}), "v1");
+  for (int fail : {1, 2, 3}) {
+    StagedFake fake;
+    fake.fail_compress = fail;
+    fake.compress_time = std::chrono::milliseconds(20);
+    auto s = ParseImageReference("oci:" + src.dir() + ":v1");
+    auto d = ParseImageReference("oci:" + dir_.Join("dst") + ":x");
+    auto source = OpenImageSource(*s, nullptr, dir_.path());
+    ASSERT_TRUE(source.ok());
+    auto dest = OpenImageDestination(*d, nullptr, dir_.path());
+    ASSERT_TRUE(dest.ok());
+    const std::string work = dir_.Join("work-fail" + std::to_string(fail));
+    fs::create_directories(work);
+    ConvertOptions o;
+    o.store_dir = dir_.Join("fail.blobs");
+    o.work_dir = work;
+    ImageConverter conv(o, fake.Get(), nullptr, nullptr);
+    auto sum = conv.Convert(**source, **dest);
+    ASSERT_FALSE(sum.ok());
+    EXPECT_EQ(sum.status().code(), absl::StatusCode::kDataLoss) << sum.status();
+    EXPECT_TRUE(
+        absl::StrContains(sum.status().message(), absl::StrCat("layer ", fail, " (sha256:")))
+        << sum.status();
+    EXPECT_TRUE(absl::StrContains(sum.status().message(), "compressor exploded"));
+    // No layer after the failed one's successor was applied.
+    EXPECT_LE(fake.t->uuids.size(), static_cast<size_t>(fail + 1));
+    EXPECT_TRUE(FilesStartingWith(work, "sealed-").empty()) << fail;
+    EXPECT_TRUE(FilesStartingWith(o.store_dir, "tmp-").empty()) << fail;
   }
 }
 
