@@ -24,6 +24,16 @@ absl::Status FromGrpc(const grpc::Status& st, absl::string_view what) {
                       absl::StrCat("dadi-blockd ", what, ": ", st.error_message()));
 }
 
+void AddLayers(const std::vector<RemoteLayer>& layers,
+               google::protobuf::RepeatedPtrField<pb::Layer>* out) {
+  for (const RemoteLayer& l : layers) {
+    pb::Layer* pl = out->Add();
+    pl->set_digest(l.digest);
+    pl->set_size(l.size);
+    pl->set_repository(l.repository);
+  }
+}
+
 void SetDeadline(grpc::ClientContext* ctx, std::chrono::seconds timeout) {
   // Not wait_for_ready: with blockd down, containerd gets UNAVAILABLE at once rather than a
   // hung call; Mounts re-attaches once blockd is back.
@@ -88,12 +98,7 @@ absl::StatusOr<std::string> BlockdAttacher::Attach(
     req.mutable_startup_trace()->set_digest(startup_trace->digest);
     req.mutable_startup_trace()->set_size(startup_trace->size);
   }
-  for (const RemoteLayer& l : layers) {
-    pb::Layer* pl = req.add_layers();
-    pl->set_digest(l.digest);
-    pl->set_size(l.size);
-    pl->set_repository(l.repository);
-  }
+  AddLayers(layers, req.mutable_layers());
   pb::AttachResponse resp;
   grpc::Status st = stub_->Attach(&ctx, req, &resp);
   if (!st.ok()) return FromGrpc(st, absl::StrCat("Attach ", id, " on ", address_));
@@ -101,6 +106,21 @@ absl::StatusOr<std::string> BlockdAttacher::Attach(
     return absl::InternalError(absl::StrCat("dadi-blockd Attach ", id, ": no mount point"));
   }
   return resp.mount_point();
+}
+
+absl::Status BlockdAttacher::Warm(const std::vector<RemoteLayer>& layers,
+                                  const StartupTraceRef& startup_trace) {
+  if (absl::Status st = Connect(); !st.ok()) return st;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, kCallTimeout);
+  pb::WarmRequest req;
+  AddLayers(layers, req.mutable_layers());
+  req.mutable_startup_trace()->set_digest(startup_trace.digest);
+  req.mutable_startup_trace()->set_size(startup_trace.size);
+  pb::WarmResponse resp;
+  grpc::Status st = stub_->Warm(&ctx, req, &resp);
+  if (!st.ok()) return FromGrpc(st, absl::StrCat("Warm on ", address_));
+  return absl::OkStatus();
 }
 
 absl::Status BlockdAttacher::Detach(const std::string& id) {

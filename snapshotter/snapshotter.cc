@@ -315,6 +315,7 @@ std::optional<absl::Status> Snapshotter::PrepareRemote(const std::string& key,
     }
     r.layer.repository = fallback_repository_;
   }
+  std::vector<RemoteLayer> stack;  // the remote layers below, bottom first
   if (!parent.empty()) {
     auto p = store_->GetWithParents(parent);
     if (!p.ok()) {
@@ -326,6 +327,10 @@ std::optional<absl::Status> Snapshotter::PrepareRemote(const std::string& key,
     // Only a stack of remote layers can be one block device; a remote layer above an
     // ordinary one is unpacked like one.
     if (!p->remote.has_value()) return std::nullopt;
+    for (auto it = p->parent_remotes.rbegin(); it != p->parent_remotes.rend(); ++it) {
+      if (it->has_value()) stack.push_back(**it);
+    }
+    stack.push_back(*p->remote);
   }
   Labels committed_labels = labels;
   committed_labels[kLabelDadiRemote] = r.layer.repository;
@@ -338,6 +343,15 @@ std::optional<absl::Status> Snapshotter::PrepareRemote(const std::string& key,
   if (rec.ok()) {
     spdlog::debug("committed remote layer \"{}\" (id {}, blob {} in {}) on \"{}\"", r.target,
                   rec->id, r.layer.digest, r.layer.repository, parent);
+    // An image with a startup trace: blockd starts fetching what its first container will
+    // read while the pull finishes and the container is created.
+    if (std::optional<StartupTraceRef> trace = StartupTraceOfLabels(labels); trace.has_value()) {
+      stack.push_back(r.layer);
+      if (absl::Status st = attacher_->Warm(stack, *trace); !st.ok()) {
+        spdlog::info("prepare \"{}\": warming blockd for its startup trace: {}", key,
+                     st.ToString());
+      }
+    }
     return exists;
   }
   if (!absl::IsAlreadyExists(rec.status())) return rec.status();

@@ -300,48 +300,68 @@ void AttachmentTable::StartTracePrefetch(const std::string& id,
                                          std::shared_ptr<const OpenImage> image,
                                          std::string repository, BlobRef ref) {
   StartJob([this, id, image = std::move(image), repository = std::move(repository),
-            ref = std::move(ref), stop = stop_] {
-    const absl::Time start = absl::Now();
-    absl::StatusOr<StartupTrace> trace =
-        opener_->FetchStartupTrace(repository, ref.digest, ref.size);
-    if (trace.ok() && trace->virtual_size != image->Size()) {
-      trace = absl::InvalidArgumentError(absl::StrCat(
-          "it was recorded on a disk of ", trace->virtual_size, " bytes, not ", image->Size()));
+            ref = std::move(ref)] { PrefetchStartupTrace(id, image, repository, ref); });
+}
+
+void AttachmentTable::PrefetchStartupTrace(const std::string& id,
+                                           const std::shared_ptr<const OpenImage>& image,
+                                           const std::string& repository, const BlobRef& ref) {
+  const std::shared_ptr<std::atomic<bool>> stop = stop_;
+  const absl::Time start = absl::Now();
+  absl::StatusOr<StartupTrace> trace = opener_->FetchStartupTrace(repository, ref.digest, ref.size);
+  if (trace.ok() && trace->virtual_size != image->Size()) {
+    trace = absl::InvalidArgumentError(absl::StrCat(
+        "it was recorded on a disk of ", trace->virtual_size, " bytes, not ", image->Size()));
+  }
+  if (!trace.ok()) {
+    spdlog::warn("startup trace {} of {}: {}; starting without it", ref.digest, id,
+                 trace.status().ToString());
+    return;
+  }
+  // The container reads in the order of the trace while it starts; several readers fetch
+  // the ranges at once, in that order, so the registry's round trips overlap instead of
+  // adding up. Reads of the device wait on a fetch in flight instead of repeating it.
+  // Neighbouring ranges are read as one: fewer, larger requests.
+  const std::vector<TraceRange> ranges =
+      CoalesceTrace(trace->ranges, kTraceJoinGap, kTraceJoinedRange);
+  std::atomic<size_t> next{0};
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<bool> failed{false};
+  auto reader = [&] {
+    for (size_t i = next++; i < ranges.size() && !stop->load() && !failed.load(); i = next++) {
+      const TraceRange& r = ranges[i];
+      absl::StatusOr<uint64_t> n = ReadThrough(image->stack(), r.offset, r.length, *stop);
+      if (!n.ok()) {
+        spdlog::warn("startup trace {} of {}: range [{}, +{}): {}", ref.digest, id, r.offset,
+                     r.length, n.status().ToString());
+        failed.store(true);
+        return;
+      }
+      bytes += *n;
     }
-    if (!trace.ok()) {
-      spdlog::warn("startup trace {} of {}: {}; starting without it", ref.digest, id,
-                   trace.status().ToString());
+  };
+  std::vector<std::thread> readers;
+  for (int t = 0; t < kTracePrefetchThreads; ++t) readers.emplace_back(reader);
+  for (std::thread& t : readers) t.join();
+  spdlog::info("startup trace {} of {}: {} ranges ({} reads), {} bytes prefetched in {:.0f} ms",
+               ref.digest, id, trace->ranges.size(), ranges.size(), bytes.load(),
+               absl::ToDoubleMilliseconds(absl::Now() - start));
+}
+
+absl::Status AttachmentTable::Warm(const std::vector<LayerSpec>& layers,
+                                   const BlobRef& startup_trace) {
+  if (layers.empty()) return absl::InvalidArgumentError("warm: no layers");
+  if (startup_trace.digest.empty()) return absl::InvalidArgumentError("warm: no startup trace");
+  const std::string name = absl::StrCat("warm-", ChainIdHex(layers));
+  StartJob([this, layers, startup_trace, name] {
+    absl::StatusOr<std::shared_ptr<const OpenImage>> image = opener_->Open(layers);
+    if (!image.ok()) {
+      spdlog::warn("{}: {}", name, image.status().ToString());
       return;
     }
-    // The container reads in the order of the trace while it starts; several readers fetch
-    // the ranges at once, in that order, so the registry's round trips overlap instead of
-    // adding up. Reads of the device wait on a fetch in flight instead of repeating it.
-    // Neighbouring ranges are read as one: fewer, larger requests.
-    const std::vector<TraceRange> ranges =
-        CoalesceTrace(trace->ranges, kTraceJoinGap, kTraceJoinedRange);
-    std::atomic<size_t> next{0};
-    std::atomic<uint64_t> bytes{0};
-    std::atomic<bool> failed{false};
-    auto reader = [&] {
-      for (size_t i = next++; i < ranges.size() && !stop->load() && !failed.load(); i = next++) {
-        const TraceRange& r = ranges[i];
-        absl::StatusOr<uint64_t> n = ReadThrough(image->stack(), r.offset, r.length, *stop);
-        if (!n.ok()) {
-          spdlog::warn("startup trace {} of {}: range [{}, +{}): {}", ref.digest, id, r.offset,
-                       r.length, n.status().ToString());
-          failed.store(true);
-          return;
-        }
-        bytes += *n;
-      }
-    };
-    std::vector<std::thread> readers;
-    for (int t = 0; t < kTracePrefetchThreads; ++t) readers.emplace_back(reader);
-    for (std::thread& t : readers) t.join();
-    spdlog::info("startup trace {} of {}: {} ranges ({} reads), {} bytes prefetched in {:.0f} ms",
-                 ref.digest, id, trace->ranges.size(), ranges.size(), bytes.load(),
-                 absl::ToDoubleMilliseconds(absl::Now() - start));
+    PrefetchStartupTrace(name, *image, layers.back().repository, startup_trace);
   });
+  return absl::OkStatus();
 }
 
 absl::StatusOr<StartupTrace> AttachmentTable::GetTrace(absl::string_view id) const {

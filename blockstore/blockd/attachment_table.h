@@ -86,6 +86,9 @@ class AttachmentTable {
   absl::StatusOr<PrefetchResult> Prefetch(absl::string_view id,
                                           const std::vector<PrefetchRange>& ranges,
                                           const std::vector<std::string>& layer_digests, bool wait);
+  // Opens `layers` and prefetches the startup trace through them, in the background and
+  // without a device (a pull's head start). INVALID_ARGUMENT for no layers.
+  absl::Status Warm(const std::vector<LayerSpec>& layers, const BlobRef& startup_trace);
   // What the device of `id` served since it was attached, as a startup trace.
   absl::StatusOr<StartupTrace> GetTrace(absl::string_view id) const;
   // Detaches every device regardless of references (shutdown). Returns the first error.
@@ -115,9 +118,12 @@ class AttachmentTable {
   void ReapJobs(bool all);
   // Runs `fn` on a thread of its own, joined by ReapJobs.
   void StartJob(std::function<void()> fn);
-  // Fetches the startup trace and reads its ranges through `image` with a few threads.
+  // Fetches the startup trace and reads its ranges through `image` with a few threads: in a
+  // job (StartTracePrefetch), or in the calling thread.
   void StartTracePrefetch(const std::string& id, std::shared_ptr<const OpenImage> image,
                           std::string repository, BlobRef trace);
+  void PrefetchStartupTrace(const std::string& id, const std::shared_ptr<const OpenImage>& image,
+                            const std::string& repository, const BlobRef& ref);
 
   ImageOpener* const opener_;
   DeviceBackend* const backend_;

@@ -84,6 +84,16 @@ grpc::Status BlockdService::Stat(grpc::ServerContext*, const pb::StatRequest* re
   return grpc::Status::OK;
 }
 
+grpc::Status BlockdService::Warm(grpc::ServerContext*, const pb::WarmRequest* req,
+                                 pb::WarmResponse*) {
+  std::vector<LayerSpec> layers;
+  for (const pb::Layer& l : req->layers()) {
+    layers.push_back(LayerSpec{l.digest(), l.size(), l.repository()});
+  }
+  return ToGrpcStatus(
+      table_->Warm(layers, BlobRef{req->startup_trace().digest(), req->startup_trace().size()}));
+}
+
 grpc::Status BlockdService::GetTrace(grpc::ServerContext*, const pb::GetTraceRequest* req,
                                      pb::GetTraceResponse* resp) {
   absl::StatusOr<StartupTrace> trace = table_->GetTrace(req->id());

@@ -27,6 +27,8 @@ class BlockdService final : public ::dadi::blockd::v1::Blockd::Service {
   grpc::Status Prefetch(grpc::ServerContext* context,
                         const ::dadi::blockd::v1::PrefetchRequest* req,
                         ::dadi::blockd::v1::PrefetchResponse* resp) override;
+  grpc::Status Warm(grpc::ServerContext* context, const ::dadi::blockd::v1::WarmRequest* req,
+                    ::dadi::blockd::v1::WarmResponse* resp) override;
   grpc::Status GetTrace(grpc::ServerContext* context,
                         const ::dadi::blockd::v1::GetTraceRequest* req,
                         ::dadi::blockd::v1::GetTraceResponse* resp) override;

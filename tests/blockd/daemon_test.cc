@@ -284,7 +284,9 @@ class BlockdDaemonTest : public ::testing::Test {
     ASSERT_NO_FATAL_FAILURE(Push(*blob));
   }
 
-  void AddLayer(pb::AttachRequest* req, const Blob& blob) const {
+  // `req` is an AttachRequest or a WarmRequest.
+  template <typename Request>
+  void AddLayer(Request* req, const Blob& blob) const {
     pb::Layer* l = req->add_layers();
     l->set_digest(blob.digest);
     l->set_size(blob.size);
@@ -307,6 +309,36 @@ class BlockdDaemonTest : public ::testing::Test {
       std::string got = ReadWhole(mount + "/" + name);
       EXPECT_TRUE(got == data) << name << ": " << got.size() << " bytes, want " << data.size();
     }
+  }
+
+  // GetTrace of attachment `id`: checks it covers data/read.bin (2 MiB) but not the 2 MiB
+  // that were not read, and pushes it to the registry as a blob.
+  void SaveAndPushTrace(pb::Blockd::Stub& stub, const std::string& id, Blob* trace_blob) {
+    pb::GetTraceRequest trace_req;
+    trace_req.set_id(id);
+    pb::GetTraceResponse trace_resp;
+    grpc::ClientContext ctx;
+    grpc::Status s = stub.GetTrace(&ctx, trace_req, &trace_resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    absl::StatusOr<StartupTrace> trace = ParseStartupTrace(trace_resp.trace());
+    ASSERT_TRUE(trace.ok()) << trace.status();
+    EXPECT_EQ(trace->virtual_size, kImageSize);
+    EXPECT_EQ(trace->ranges.size(), trace_resp.ranges());
+    uint64_t traced = 0;
+    for (const TraceRange& r : trace->ranges) traced += r.length;
+    EXPECT_GE(traced, uint64_t{2} << 20);  // the file that was read, at least
+    EXPECT_LT(traced, uint64_t{4} << 20);  // not the one that was not
+    const std::string path = scratch_.Join("trace.json");
+    std::ofstream(path, std::ios::binary) << trace_resp.trace();
+    *trace_blob = Blob{Sha256Digest(trace_resp.trace()), trace_resp.trace().size(), path};
+    ASSERT_NO_FATAL_FAILURE(Push(*trace_blob));
+  }
+
+  // Restarts the daemon with an empty node cache.
+  void RestartCold() {
+    EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
+    fs::remove_all(scratch_.path() + "/cache");
+    ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
   }
 
   testing::ScratchDir scratch_{"dadi-blockd"};
@@ -450,33 +482,10 @@ TEST_F(BlockdDaemonTest, StartupTraceIsRecordedThenPrefetchedOnTheNextAttach) {
   EXPECT_EQ(ReadWhole(resp.mount_point() + "/etc/hello.txt"), files.at("etc/hello.txt"));
   EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
 
-  pb::GetTraceRequest trace_req;
-  trace_req.set_id(resp.id());
-  pb::GetTraceResponse trace_resp;
-  {
-    grpc::ClientContext ctx;
-    grpc::Status s = stub->GetTrace(&ctx, trace_req, &trace_resp);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-  }
-  absl::StatusOr<StartupTrace> trace = ParseStartupTrace(trace_resp.trace());
-  ASSERT_TRUE(trace.ok()) << trace.status();
-  EXPECT_EQ(trace->virtual_size, kImageSize);
-  EXPECT_EQ(trace->ranges.size(), trace_resp.ranges());
-  uint64_t traced = 0;
-  for (const TraceRange& r : trace->ranges) traced += r.length;
-  EXPECT_GE(traced, uint64_t{2} << 20);  // the file that was read, at least
-  EXPECT_LT(traced, uint64_t{4} << 20);  // not the one that was not
+  Blob trace_blob;
+  ASSERT_NO_FATAL_FAILURE(SaveAndPushTrace(*stub, resp.id(), &trace_blob));
 
-  // Publish the trace next to the layer.
-  const std::string trace_path = scratch_.Join("trace.json");
-  std::ofstream(trace_path, std::ios::binary) << trace_resp.trace();
-  Blob trace_blob{Sha256Digest(trace_resp.trace()), trace_resp.trace().size(), trace_path};
-  ASSERT_NO_FATAL_FAILURE(Push(trace_blob));
-
-  // A new daemon with an empty node cache.
-  EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
-  fs::remove_all(scratch_.path() + "/cache");
-  ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
+  ASSERT_NO_FATAL_FAILURE(RestartCold());
   stub = daemon_->Connect();
   pb::AttachRequest req;
   AddLayer(&req, blob);
@@ -520,6 +529,61 @@ TEST_F(BlockdDaemonTest, StartupTraceIsRecordedThenPrefetchedOnTheNextAttach) {
   EXPECT_TRUE(Eventually([&] { return absl::StrContains(daemon_->Log(), "starting without it"); }))
       << daemon_->Log();
   EXPECT_EQ(ReadWhole(missing_resp.mount_point() + "/etc/hello.txt"), files.at("etc/hello.txt"));
+  EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
+}
+
+// Warm (what the snapshotter calls when it pulls a traced image) fills the node cache with the
+// trace's blocks without a device, so that a later attach reads them without fetching.
+TEST_F(BlockdDaemonTest, WarmPrefetchesATraceWithoutADevice) {
+  const std::map<std::string, std::string> files = {{"data/read.bin", RandomData(2 << 20, 5)},
+                                                    {"data/unread.bin", RandomData(2 << 20, 6)}};
+  std::string image;
+  Blob blob;
+  ASSERT_NO_FATAL_FAILURE(MakeImage("warmed", files, &image, &blob));
+  ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
+  auto stub = daemon_->Connect();
+  pb::AttachResponse resp;
+  ASSERT_NO_FATAL_FAILURE(AttachBlob(*stub, blob, &resp));
+  EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
+  Blob trace_blob;
+  ASSERT_NO_FATAL_FAILURE(SaveAndPushTrace(*stub, resp.id(), &trace_blob));
+  ASSERT_NO_FATAL_FAILURE(RestartCold());
+  stub = daemon_->Connect();
+
+  pb::WarmRequest warm;
+  AddLayer(&warm, blob);
+  warm.mutable_startup_trace()->set_digest(trace_blob.digest);
+  warm.mutable_startup_trace()->set_size(trace_blob.size);
+  pb::WarmResponse warm_resp;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->Warm(&ctx, warm, &warm_resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  ASSERT_TRUE(Eventually([&] { return absl::StrContains(daemon_->Log(), "prefetched in"); }))
+      << daemon_->Log();
+  {
+    pb::ListResponse list;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->List(&ctx, pb::ListRequest(), &list).ok());
+    EXPECT_EQ(list.attachments_size(), 0) << "Warm attached a device";
+  }
+  ASSERT_NO_FATAL_FAILURE(AttachBlob(*stub, blob, &resp));
+  EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
+  pb::StatRequest stat_req;
+  stat_req.set_id(resp.id());
+  pb::StatResponse stat;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Stat(&ctx, stat_req, &stat).ok());
+  }
+  EXPECT_EQ(stat.bytes_fetched(), 0u) << "the warmed blocks were fetched again";
+  {
+    pb::WarmRequest empty;
+    pb::WarmResponse r;
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub->Warm(&ctx, empty, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
   EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
 }
 

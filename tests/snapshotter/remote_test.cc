@@ -39,6 +39,15 @@ class FakeAttacher : public BlockAttacher {
     }
     return mp;
   }
+  absl::Status Warm(const std::vector<RemoteLayer>& layers, const StartupTraceRef& trace) override {
+    std::lock_guard lock(mu_);
+    warmed_.emplace_back(layers, trace);
+    return absl::OkStatus();
+  }
+  std::vector<std::pair<std::vector<RemoteLayer>, StartupTraceRef>> warmed() {
+    std::lock_guard lock(mu_);
+    return warmed_;
+  }
   std::optional<StartupTraceRef> trace(const std::string& id) {
     std::lock_guard lock(mu_);
     return traces_[id];
@@ -79,6 +88,7 @@ class FakeAttacher : public BlockAttacher {
   absl::Status fail_;
   std::map<std::string, std::vector<RemoteLayer>> attached_;
   std::map<std::string, std::optional<StartupTraceRef>> traces_;
+  std::vector<std::pair<std::vector<RemoteLayer>, StartupTraceRef>> warmed_;
   int attaches_ = 0;
   std::vector<std::string> detached_;
 };
@@ -260,6 +270,14 @@ TEST_F(RemoteLayerTest, TopLayersStartupTraceGoesWithTheAttach) {
   top[kLabelStartupTraceDigest] = trace_digest;
   top[kLabelStartupTraceSize] = "1234";
   ASSERT_EQ(s_->Prepare("x-r2", "r1", top).status().code(), absl::StatusCode::kAlreadyExists);
+  // The pull itself already asked blockd to warm the stack for the traced layers: r1 alone
+  // (its own trace), then r1+r2.
+  auto warmed = attacher_->warmed();
+  ASSERT_EQ(warmed.size(), 2u);
+  EXPECT_EQ(warmed[1].first,
+            (std::vector<RemoteLayer>{{Digest('a'), 4096, "registry.test:5000/dadi/app"},
+                                      {Digest('b'), 4096, "registry.test:5000/dadi/app"}}));
+  EXPECT_EQ(warmed[1].second, (StartupTraceRef{trace_digest, 1234}));
   ASSERT_TRUE(s_->Prepare("default/7/ctr", "r2", {}).ok());
   EXPECT_EQ(attacher_->trace(DeviceId()), (StartupTraceRef{trace_digest, 1234}));
 
