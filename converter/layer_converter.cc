@@ -333,6 +333,20 @@ absl::StatusOr<ConvertedLayer> DigestAndPlace(const std::string& tmp_blob, const
   return out;
 }
 
+// The end of a layer's compression: the commit's timings (it started at `t0`, with `c0` CPU
+// seconds), then DigestAndPlace; on success the timings go to `report` (when given).
+absl::StatusOr<ConvertedLayer> FinishBlob(const std::string& tmp_blob, const std::string& uuid,
+                                          const std::string& out_path, Clock::time_point t0,
+                                          double c0, LayerConversionTimings& timings,
+                                          LayerConversionTimings* report) {
+  timings.commit = Since(t0);
+  timings.commit_cpu = ProcessCpuSeconds() - c0;
+  auto out = DigestAndPlace(tmp_blob, uuid, out_path, &timings);
+  timings.compress_end = Clock::now();
+  if (out.ok() && report != nullptr) *report = timings;
+  return out;
+}
+
 // Appends in 1 MiB writes: the commit appends segment by segment, many of them 4 KiB.
 class BufferedWritableFile final : public blockstore::WritableFile {
  public:
@@ -402,12 +416,7 @@ absl::StatusOr<ConvertedLayer> ConvertLayer(blockstore::RandomAccessFile& tar,
     if (absl::Status s = applied->layer->Commit(writer->get()); !s.ok()) return s;
     if (absl::Status s = (*writer)->Close(); !s.ok()) return s;  // fsyncs
   }
-  timings.commit = Since(t0);
-  timings.commit_cpu = ProcessCpuSeconds() - c0;
-  auto out = DigestAndPlace(tmp_blob, uuid, out_path, &timings);
-  timings.compress_end = Clock::now();
-  if (out.ok() && options.timings != nullptr) *options.timings = timings;
-  return out;
+  return FinishBlob(tmp_blob, uuid, out_path, t0, c0, timings, options.timings);
 }
 
 absl::StatusOr<SealedLayerFile> ApplyLayer(blockstore::RandomAccessFile& tar,
@@ -477,12 +486,7 @@ absl::StatusOr<ConvertedLayer> CompressLayer(const std::string& sealed_path,
     }
     if (absl::Status s = (*writer)->Close(); !s.ok()) return s;  // fsyncs
   }
-  timings.commit = Since(t0);
-  timings.commit_cpu = ProcessCpuSeconds() - c0;
-  auto out = DigestAndPlace(tmp_blob, uuid, out_path, &timings);
-  timings.compress_end = Clock::now();
-  if (out.ok() && options.timings != nullptr) *options.timings = timings;
-  return out;
+  return FinishBlob(tmp_blob, uuid, out_path, t0, c0, timings, options.timings);
 }
 
 }  // namespace dadi::converter

@@ -247,11 +247,17 @@ lazy_check_gc() {
   for name in $(bctr images list | awk -v d="$digest" 'NR > 1 && $3 == d {print $1}'); do
     bctr images rm --sync "$name" >/dev/null
   done
-  wait_until 30 "snapshots of dadi to be collected" snapshot_keys_are "" ||
-    fail "snapshots left after image rm: $(snapshot_keys)"
-  wait_until 30 "blockd devices to be detached" blockd_has_no_devices ||
-    fail "devices left after image rm: $(blockd_devices)"
-  [ -z "$(ls -A "$BED_DIR/blockd/state/fuse" 2>/dev/null)" ] ||
-    fail "FUSE files left: $(ls -A "$BED_DIR/blockd/state/fuse")"
+  expect_node_clean "image rm"
   log "ok: image removed: no dadi snapshot, loop device, device mount or FUSE file left"
+}
+
+# expect_node_clean AFTER: once everything was removed (AFTER names how), dadi lists no snapshot
+# and blockd has no device (loop device, ext4 mount) or FUSE file left; fails otherwise.
+expect_node_clean() {
+  wait_until 60 "every dadi snapshot to be collected" snapshot_keys_are "" ||
+    fail "snapshots left after $1: $(snapshot_keys)"
+  wait_until 30 "blockd devices to be detached" blockd_has_no_devices ||
+    fail "devices left after $1: $(blockd_devices)"
+  [ -z "$(ls -A "$BED_DIR/blockd/state/fuse" 2>/dev/null)" ] ||
+    fail "FUSE files left after $1: $(ls -A "$BED_DIR/blockd/state/fuse")"
 }

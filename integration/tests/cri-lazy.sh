@@ -93,10 +93,5 @@ remote_snapshots_gone() {
 }
 wait_until 60 "the layer snapshots to be collected" remote_snapshots_gone ||
   fail "layer snapshots left after RemoveImage: $(snapshot_keys)"
-wait_until 30 "every dadi snapshot to be collected" snapshot_keys_are "" ||
-  fail "snapshots left: $(snapshot_keys)"
-wait_until 30 "blockd devices to be detached" blockd_has_no_devices ||
-  fail "devices left after RemoveImage: $(blockd_devices)"
-[ -z "$(ls -A "$BED_DIR/blockd/state/fuse" 2>/dev/null)" ] ||
-  fail "FUSE files left: $(ls -A "$BED_DIR/blockd/state/fuse")"
+expect_node_clean RemoveImage
 log "ok: containers, pod and images removed through CRI: no snapshot, device mount, loop device or FUSE file left"

@@ -93,12 +93,7 @@ log "ok: 20 containers of 5 images ran at once, each with its own marker in its 
 for id in "${ids[@]}"; do bcri stop "$id"; bcri rm "$id"; done
 for pod in "${pods[@]}"; do bcri stopp "$pod"; bcri rmp "$pod"; done
 for ref in "${refs[@]}" "$BED_PAUSE_IMAGE"; do bcri rmi "$ref"; done
-wait_until 60 "every dadi snapshot to be collected" snapshot_keys_are "" ||
-  fail "snapshots left: $(snapshot_keys)"
-wait_until 30 "blockd devices to be detached" blockd_has_no_devices ||
-  fail "devices left: $(blockd_devices)"
-[ -z "$(ls -A "$BED_DIR/blockd/state/fuse" 2>/dev/null)" ] ||
-  fail "FUSE files left: $(ls -A "$BED_DIR/blockd/state/fuse")"
+expect_node_clean "removing everything through CRI"
 # What may stay mounted while the bed runs: blockd's FUSE mount itself.
 mounts=$(findmnt -rn -o TARGET | grep -F -- "$BED_DIR" | grep -vxF "$BED_DIR/blockd/state/fuse" || true)
 [ -z "$mounts" ] || fail "mounts left in the bed: $mounts"
