@@ -33,6 +33,7 @@
 #include "blockstore/device/loop_device.h"
 #include "blockstore/device/mount.h"
 #include "blockstore/file/file.h"
+#include "blockstore/file/unique_fd.h"
 #include "gtest/gtest.h"
 #include "tests/support/kernel_state.h"
 #include "tests/support/scratch_dir.h"
@@ -174,7 +175,7 @@ class FuseLoopTest : public ::testing::Test {
 };
 
 TEST_F(FuseLoopTest, FilesReadBackEqual) {
-  CreateBackend();
+  ASSERT_NO_FATAL_FAILURE(CreateBackend());
   absl::StatusOr<AttachedDevice> dev = backend_->Attach("img-1", disk_, {});
   ASSERT_TRUE(dev.ok()) << dev.status();
   EXPECT_EQ(dev->mount_point, StateDir() + "/mnt/img-1");
@@ -216,7 +217,7 @@ TEST_F(FuseLoopTest, FilesReadBackEqual) {
 // that is not ext4, and a disk that fails every read.
 TEST_F(FuseLoopTest, FailedAttachLeavesNothingBehind) {
   const std::string state = StateDir() + "/";
-  CreateBackend();
+  ASSERT_NO_FATAL_FAILURE(CreateBackend());
   absl::StatusOr<AttachedDevice> garbage =
       backend_->Attach("garbage", NewMemoryFile(std::string(4 << 20, 'g')), {});
   EXPECT_FALSE(garbage.ok());
@@ -236,7 +237,7 @@ TEST_F(FuseLoopTest, FailedAttachLeavesNothingBehind) {
 }
 
 TEST_F(FuseLoopTest, RawFuseReadsAtOddOffsetsEqualTheImage) {
-  CreateBackend();
+  ASSERT_NO_FATAL_FAILURE(CreateBackend());
   AttachOptions raw;
   raw.fs_type = "";  // the block device only
   absl::StatusOr<AttachedDevice> dev = backend_->Attach("raw", disk_, raw);
@@ -272,7 +273,7 @@ TEST_F(FuseLoopTest, RawFuseReadsAtOddOffsetsEqualTheImage) {
 }
 
 TEST_F(FuseLoopTest, FailingDiskGivesEioThroughFuseNeverWrongBytes) {
-  CreateBackend();
+  ASSERT_NO_FATAL_FAILURE(CreateBackend());
   const uint64_t half = image_.size() / 2;
   auto failing = std::make_shared<FailingDisk>(disk_, half);
   failing->Arm();
@@ -302,7 +303,7 @@ TEST_F(FuseLoopTest, FailingDiskGivesEioThroughFuseNeverWrongBytes) {
 }
 
 TEST_F(FuseLoopTest, FailingDiskGivesEioThroughMountedFsNeverWrongBytes) {
-  CreateBackend();
+  ASSERT_NO_FATAL_FAILURE(CreateBackend());
   auto failing = std::make_shared<FailingDisk>(disk_);
   absl::StatusOr<AttachedDevice> dev = backend_->Attach("failing", failing, {});
   ASSERT_TRUE(dev.ok()) << dev.status();
@@ -337,7 +338,7 @@ TEST_F(FuseLoopTest, FailingDiskGivesEioThroughMountedFsNeverWrongBytes) {
 }
 
 TEST_F(FuseLoopTest, ManyConcurrentReaders) {
-  CreateBackend();
+  ASSERT_NO_FATAL_FAILURE(CreateBackend());
   absl::StatusOr<AttachedDevice> a = backend_->Attach("a", disk_, {});
   absl::StatusOr<AttachedDevice> b = backend_->Attach("b", disk_, {});
   ASSERT_TRUE(a.ok() && b.ok());
@@ -391,19 +392,25 @@ TEST_F(FuseLoopTest, RestartAfterKillReclaimsTheStateDirectory) {
     if (::write(ready[1], "r", 1) != 1) _exit(3);
     for (;;) ::pause();
   }
+  // Whatever fails below, the first backend's process goes (TearDown unmounts what it left).
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() {
+      if (pid > 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } reaper{child};
   ::close(ready[1]);
   char c = 0;
   const bool attached = ::read(ready[0], &c, 1) == 1;
   ::close(ready[0]);
-  if (!attached) {
-    ::kill(child, SIGKILL);
-    ::waitpid(child, nullptr, 0);
-    FAIL() << "the first backend did not attach";
-  }
+  ASSERT_TRUE(attached) << "the first backend did not attach";
   const std::string stale_mount = state + "/mnt/img-1";
   // A user of the device (a container's overlay would be one) keeps its mount busy.
-  int busy = ::open((stale_mount + "/one").c_str(), O_RDONLY | O_CLOEXEC);
-  ASSERT_GE(busy, 0);
+  UniqueFd busy(::open((stale_mount + "/one").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(busy.valid());
   {
     FuseLoopBackendOptions options;
     options.state_dir = state;
@@ -414,14 +421,15 @@ TEST_F(FuseLoopTest, RestartAfterKillReclaimsTheStateDirectory) {
   }
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
+  reaper.pid = -1;
 
-  CreateBackend();
+  ASSERT_NO_FATAL_FAILURE(CreateBackend());
   std::vector<std::string> mounts = MountsUnder(state + "/");
   EXPECT_EQ(mounts, std::vector<std::string>{state + "/fuse"});
   absl::StatusOr<AttachedDevice> dev = backend_->Attach("img-1", disk_, {});
   ASSERT_TRUE(dev.ok()) << dev.status();
   ExpectFilesEqual(dev->mount_point);
-  ::close(busy);  // the old device's last user: its loop device clears itself
+  busy.reset();  // the old device's last user: its loop device clears itself
   EXPECT_TRUE(backend_->Detach("img-1").ok());
   backend_.reset();
   EXPECT_TRUE(Eventually([&] { return LoopsUnder(state).empty(); }));
@@ -429,7 +437,7 @@ TEST_F(FuseLoopTest, RestartAfterKillReclaimsTheStateDirectory) {
 
 TEST_F(FuseLoopTest, AttachDetachTwentyTimesLeavesNothingBehind) {
   const std::string state = StateDir() + "/";
-  CreateBackend();
+  ASSERT_NO_FATAL_FAILURE(CreateBackend());
   const size_t threads_with_backend = ThreadCount();
   for (int i = 0; i < 20; ++i) {
     std::string id = absl::StrCat("cycle-", i % 3);
@@ -451,7 +459,7 @@ TEST_F(FuseLoopTest, AttachDetachTwentyTimesLeavesNothingBehind) {
 
 TEST_F(FuseLoopTest, DestructorCleansUpBusyDevicesWithoutHanging) {
   const std::string state = StateDir() + "/";
-  CreateBackend();
+  ASSERT_NO_FATAL_FAILURE(CreateBackend());
   absl::StatusOr<AttachedDevice> a = backend_->Attach("busy", disk_, {});
   absl::StatusOr<AttachedDevice> b = backend_->Attach("idle", disk_, {});
   ASSERT_TRUE(a.ok() && b.ok());
@@ -480,7 +488,7 @@ TEST_F(FuseLoopTest, DestructorCleansUpBusyDevicesWithoutHanging) {
 
 TEST_F(FuseLoopTest, LazilyUnmountedDeviceKeepsServingUntilReleased) {
   const std::string state = StateDir() + "/";
-  CreateBackend();
+  ASSERT_NO_FATAL_FAILURE(CreateBackend());
   absl::StatusOr<AttachedDevice> dev = backend_->Attach("busy", disk_, {});
   ASSERT_TRUE(dev.ok());
   int fd = ::open((dev->mount_point + "/dir/big").c_str(), O_RDONLY | O_CLOEXEC);
@@ -537,7 +545,7 @@ TEST_F(FuseLoopTest, DirectIoThroughFuseWithChosenReadahead) {
   FuseLoopBackendOptions options;
   options.loop.direct_io = true;
   options.loop.read_ahead_kb = 16;
-  CreateBackend(options);
+  ASSERT_NO_FATAL_FAILURE(CreateBackend(options));
   absl::StatusOr<AttachedDevice> dev = backend_->Attach("dio", disk_, {});
   ASSERT_TRUE(dev.ok()) << dev.status();
   const std::string sys =
