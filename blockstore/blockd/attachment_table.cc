@@ -51,10 +51,12 @@ absl::StatusOr<uint64_t> ReadThrough(const RandomAccessFile& file, uint64_t offs
 // Readers of a startup trace at once: enough to keep a registry busy without crowding out the
 // container's own reads.
 constexpr int kTracePrefetchThreads = 8;
-// Trace ranges closer than this on the disk are read as one (the gap is read too: about as
-// much as one cache unit of compressed data), up to kTraceJoinedRange per read.
-constexpr uint64_t kTraceJoinGap = 16 << 10;
-constexpr uint64_t kTraceJoinedRange = 192 << 10;
+// Trace ranges closer than this on the disk are read as one (the gap is read too: about one
+// cache unit of compressed data), up to kTraceJoinedRange per read: registries answer a few
+// large range requests much faster than many small ones. One read of at most 1 MiB is one
+// read of ReadThrough, so it never looks like a sequential run to the node cache's readahead.
+constexpr uint64_t kTraceJoinGap = 64 << 10;
+constexpr uint64_t kTraceJoinedRange = 1 << 20;
 
 }  // namespace
 

@@ -355,8 +355,10 @@ absl::StatusOr<size_t> CachedBlob::Read(uint64_t offset, size_t n, char* buf,
         // Readahead is earned the kernel's way: only a run of sequential reads gets it, and
         // the window is as large as the run so far (up to max_readahead). Reading a small file
         // fetches nothing beyond it; a scan of a large one fetches ahead what it already read.
-        sequential_run_ = offset == next_expected_ ? sequential_run_ + n : n;
-        if (sequential_run_ >= kReadaheadMinRun) {
+        // One large read alone is no run (a prefetch asks for exactly what it wants).
+        const bool continues = offset == next_expected_;
+        sequential_run_ = continues ? sequential_run_ + n : n;
+        if (continues && sequential_run_ >= kReadaheadMinRun) {
           window = std::min(max_readahead, sequential_run_) / unit_;
         }
         uint64_t hits = 0;

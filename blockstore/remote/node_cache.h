@@ -72,7 +72,8 @@ class CachedBlob : public std::enable_shared_from_this<CachedBlob> {
   uint64_t num_units() const { return nunits_; }
 
   // Reads min(n, size - offset) bytes, fetching missing units with `fetch` (concurrent misses
-  // of a unit share one fetch). Once kReadaheadMinRun bytes were read in a row, the units
+  // of a unit share one fetch). Once kReadaheadMinRun bytes were read in a row (by at least
+  // two reads, each starting where the previous one ended), the units
   // ahead are fetched in the background, a window as large as the run so far, up to
   // `max_readahead` bytes (at most two readaheads at a time per blob), started when the read
   // comes within a window of the missing data.
