@@ -9,7 +9,7 @@
 //   block_cache_bytes = 67108864            # memory for decompressed ZFile blocks
 //   readahead_bytes = 16777216              # largest sequential readahead per blob; 0: none
 //   fuse_threads = 4                        # threads serving /dev/fuse
-//   device_read_ahead_kb = 128              # readahead of each image's loop device (KiB)
+//   device_read_ahead_kb = 64               # readahead of each image's loop device (KiB)
 //   loop_direct_io = true                   # loop devices read FUSE without a page cache
 //   log_level = "info"                      # trace, debug, info, warn, error, critical, off
 //   registry_config = ""                    # optional JSON registry config (docs/registry.md)
@@ -63,7 +63,7 @@ struct Config {
   uint64_t block_cache_bytes = 64 << 20;
   uint64_t readahead_bytes = 16 << 20;
   int fuse_threads = 4;
-  uint32_t device_read_ahead_kb = 128;
+  uint32_t device_read_ahead_kb = 64;
   bool loop_direct_io = true;
   std::string log_level = "info";
   std::string registry_config;
