@@ -17,11 +17,15 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "blockstore/remote/digest.h"
+#include "blockstore/remote/manifest.h"
 
 namespace dadi::testing {
 
@@ -441,6 +445,48 @@ LoopMount::~LoopMount() {
     ::ioctl(loop_fd_, LOOP_CLR_FD, 0);
     ::close(loop_fd_);
   }
+}
+
+namespace {
+
+std::string PutBlob(const std::string& dir, const std::string& data) {
+  std::string digest = blockstore::Sha256Digest(data);
+  std::ofstream(dir + "/blobs/sha256/" + digest.substr(7), std::ios::binary) << data;
+  return digest;
+}
+
+}  // namespace
+
+void WriteOciLayout(const std::string& dir, const std::vector<std::string>& layers) {
+  std::filesystem::create_directories(dir + "/blobs/sha256");
+  blockstore::ImageManifest m;
+  m.media_type = std::string(blockstore::kOciManifestMediaType);
+  std::string diff_ids;
+  for (const std::string& t : layers) {
+    blockstore::Descriptor d;
+    d.media_type = std::string(blockstore::kOciLayerMediaType);
+    d.digest = PutBlob(dir, t);
+    d.size = static_cast<int64_t>(t.size());
+    m.layers.push_back(d);
+    absl::StrAppend(&diff_ids, diff_ids.empty() ? "" : ",", "\"", d.digest, "\"");
+  }
+  const std::string config =
+      absl::StrCat(R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[)",
+                   diff_ids, "]}}");
+  m.config.media_type = std::string(blockstore::kOciConfigMediaType);
+  m.config.digest = PutBlob(dir, config);
+  m.config.size = static_cast<int64_t>(config.size());
+  const std::string body = blockstore::SerializeImageManifest(m);
+  blockstore::ImageIndex index;
+  index.media_type = std::string(blockstore::kOciIndexMediaType);
+  blockstore::Descriptor top;
+  top.media_type = m.media_type;
+  top.digest = PutBlob(dir, body);
+  top.size = static_cast<int64_t>(body.size());
+  top.annotations["org.opencontainers.image.ref.name"] = "v1";
+  index.manifests.push_back(top);
+  std::ofstream(dir + "/index.json") << blockstore::SerializeImageIndex(index);
+  std::ofstream(dir + "/oci-layout") << R"({"imageLayoutVersion":"1.0.0"})";
 }
 
 }  // namespace dadi::testing

@@ -120,4 +120,8 @@ class LoopMount {
   bool mounted_ = false;
 };
 
+// Writes an OCI image layout at `dir` holding one image of the uncompressed tars `layers`
+// (bottom first), tagged "v1"; its config lists their digests as diff_ids.
+void WriteOciLayout(const std::string& dir, const std::vector<std::string>& layers);
+
 }  // namespace dadi::testing

@@ -32,45 +32,6 @@ using ::testing::Contains;
 using ::testing::HasSubstr;
 using testing::TarBuilder;
 
-std::string PutBlob(const std::string& dir, const std::string& data) {
-  std::string digest = blockstore::Sha256Digest(data);
-  std::ofstream(dir + "/blobs/sha256/" + digest.substr(7), std::ios::binary) << data;
-  return digest;
-}
-
-// An OCI layout holding one image of `tars` tagged v1.
-void MakeImage(const std::string& dir, const std::vector<std::string>& tars) {
-  fs::create_directories(dir + "/blobs/sha256");
-  blockstore::ImageManifest m;
-  m.media_type = std::string(blockstore::kOciManifestMediaType);
-  std::string diff_ids;
-  for (const std::string& t : tars) {
-    blockstore::Descriptor d;
-    d.media_type = std::string(blockstore::kOciLayerMediaType);
-    d.digest = PutBlob(dir, t);
-    d.size = static_cast<int64_t>(t.size());
-    m.layers.push_back(d);
-    absl::StrAppend(&diff_ids, diff_ids.empty() ? "" : ",", "\"", d.digest, "\"");
-  }
-  std::string c =
-      absl::StrCat(R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[)",
-                   diff_ids, "]}}");
-  m.config.media_type = std::string(blockstore::kOciConfigMediaType);
-  m.config.digest = PutBlob(dir, c);
-  m.config.size = static_cast<int64_t>(c.size());
-  std::string body = blockstore::SerializeImageManifest(m);
-  blockstore::ImageIndex index;
-  index.media_type = std::string(blockstore::kOciIndexMediaType);
-  blockstore::Descriptor top;
-  top.media_type = m.media_type;
-  top.digest = PutBlob(dir, body);
-  top.size = static_cast<int64_t>(body.size());
-  top.annotations["org.opencontainers.image.ref.name"] = "v1";
-  index.manifests.push_back(top);
-  std::ofstream(dir + "/index.json") << blockstore::SerializeImageIndex(index);
-  std::ofstream(dir + "/oci-layout") << R"({"imageLayoutVersion":"1.0.0"})";
-}
-
 std::vector<std::string> Layers(bool altered) {
   TarBuilder::Meta owned;
   owned.uid = 1000;
@@ -99,8 +60,8 @@ std::vector<std::string> Layers(bool altered) {
 class VerifierTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    MakeImage(dir_.Join("src"), Layers(false));
-    MakeImage(dir_.Join("other"), Layers(true));
+    testing::WriteOciLayout(dir_.Join("src"), Layers(false));
+    testing::WriteOciLayout(dir_.Join("other"), Layers(true));
     fs::create_directories(dir_.Join("work"));
     auto src = image::ParseImageReference("oci:" + dir_.Join("src") + ":v1");
     auto dst = image::ParseImageReference("oci:" + dir_.Join("dst") + ":v1");

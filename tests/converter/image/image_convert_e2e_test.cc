@@ -28,49 +28,13 @@ using json = nlohmann::json;
 
 constexpr uint64_t kVsize = 256 << 20;
 
-std::string PutBlob(const std::string& dir, const std::string& data) {
-  std::string digest = blockstore::Sha256Digest(data);
-  std::ofstream(dir + "/blobs/sha256/" + digest.substr(7), std::ios::binary) << data;
-  return digest;
-}
-
 // An OCI layout with one two-layer image tagged v1.
 void MakeSourceImage(const std::string& dir) {
-  fs::create_directories(dir + "/blobs/sha256");
   testing::TarBuilder l0;
   l0.Dir("etc").File("etc/hello", "hello\n").File("etc/keep", "kept from layer 0\n");
   testing::TarBuilder l1;
   l1.File("etc/hello", "hello again\n").Dir("bin").File("bin/tool", std::string(100000, 'x'));
-  std::string t0 = l0.Finish(), t1 = l1.Finish();
-  blockstore::ImageManifest m;
-  m.media_type = std::string(blockstore::kOciManifestMediaType);
-  json config = {{"architecture", "amd64"},
-                 {"os", "linux"},
-                 {"rootfs", {{"type", "layers"}, {"diff_ids", json::array()}}},
-                 {"history", json::array()}};
-  for (const std::string* t : {&t0, &t1}) {
-    blockstore::Descriptor d;
-    d.media_type = std::string(blockstore::kOciLayerMediaType);
-    d.digest = PutBlob(dir, *t);
-    d.size = static_cast<int64_t>(t->size());
-    m.layers.push_back(d);
-    config["rootfs"]["diff_ids"].push_back(d.digest);
-  }
-  std::string c = config.dump();
-  m.config.media_type = std::string(blockstore::kOciConfigMediaType);
-  m.config.digest = PutBlob(dir, c);
-  m.config.size = static_cast<int64_t>(c.size());
-  std::string body = blockstore::SerializeImageManifest(m);
-  blockstore::ImageIndex index;
-  index.media_type = std::string(blockstore::kOciIndexMediaType);
-  blockstore::Descriptor top;
-  top.media_type = m.media_type;
-  top.digest = PutBlob(dir, body);
-  top.size = static_cast<int64_t>(body.size());
-  top.annotations["org.opencontainers.image.ref.name"] = "v1";
-  index.manifests.push_back(top);
-  std::ofstream(dir + "/index.json") << blockstore::SerializeImageIndex(index);
-  std::ofstream(dir + "/oci-layout") << R"({"imageLayoutVersion":"1.0.0"})";
+  testing::WriteOciLayout(dir, {l0.Finish(), l1.Finish()});
 }
 
 // With `one_pass`, each layer in one ConvertLayer call (no staged pipeline).
