@@ -44,12 +44,6 @@ class BlockAttacher {
       const std::string& id, const std::vector<RemoteLayer>& layers,
       const std::optional<StartupTraceRef>& startup_trace) = 0;
 
-  // Asks blockd to fetch the startup trace of the stack `layers` into its cache now, with no
-  // device (a pull's head start for the first container). Best effort: errors are only
-  // worth a log line.
-  virtual absl::Status Warm(const std::vector<RemoteLayer>& layers,
-                            const StartupTraceRef& startup_trace) = 0;
-
   // Drops the snapshotter's reference on `id`. An id that is not attached is not an error.
   virtual absl::Status Detach(const std::string& id) = 0;
 };

@@ -108,21 +108,6 @@ absl::StatusOr<std::string> BlockdAttacher::Attach(
   return resp.mount_point();
 }
 
-absl::Status BlockdAttacher::Warm(const std::vector<RemoteLayer>& layers,
-                                  const StartupTraceRef& startup_trace) {
-  if (absl::Status st = Connect(); !st.ok()) return st;
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx, kCallTimeout);
-  pb::WarmRequest req;
-  AddLayers(layers, req.mutable_layers());
-  req.mutable_startup_trace()->set_digest(startup_trace.digest);
-  req.mutable_startup_trace()->set_size(startup_trace.size);
-  pb::WarmResponse resp;
-  grpc::Status st = stub_->Warm(&ctx, req, &resp);
-  if (!st.ok()) return FromGrpc(st, absl::StrCat("Warm on ", address_));
-  return absl::OkStatus();
-}
-
 absl::Status BlockdAttacher::Detach(const std::string& id) {
   if (absl::Status st = Connect(); !st.ok()) return st;
   pb::DetachResponse resp;

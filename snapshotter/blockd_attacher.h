@@ -24,8 +24,6 @@ class BlockdAttacher final : public BlockAttacher {
 
   absl::StatusOr<std::string> Attach(const std::string& id, const std::vector<RemoteLayer>& layers,
                                      const std::optional<StartupTraceRef>& startup_trace) override;
-  absl::Status Warm(const std::vector<RemoteLayer>& layers,
-                    const StartupTraceRef& startup_trace) override;
   absl::Status Detach(const std::string& id) override;
 
  private:

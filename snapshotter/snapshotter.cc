@@ -211,6 +211,28 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::MountsFor(const SnapshotRecord& 
   return BuildMounts(spec);
 }
 
+Snapshotter::~Snapshotter() {
+  std::lock_guard lock(ahead_mu_);
+  for (std::thread& t : ahead_) t.join();
+}
+
+void Snapshotter::AttachAhead(int64_t top_id, std::string top_name, std::vector<RemoteLayer> stack,
+                              StartupTraceRef trace) {
+  std::lock_guard lock(ahead_mu_);
+  ahead_.emplace_back([this, top_id, top_name = std::move(top_name), stack = std::move(stack),
+                       trace = std::move(trace)] {
+    std::shared_ptr<std::mutex> mu = AttachLock(top_id);
+    std::lock_guard attach_lock(*mu);
+    const std::string id = AttachId(top_name, top_id);
+    if (auto mp = attacher_->Attach(id, stack, trace); !mp.ok()) {
+      // The first container attaches it then; only the head start is lost.
+      spdlog::info("attaching {} ahead of its first container: {}", id, mp.status().ToString());
+    } else {
+      spdlog::info("attached {} ahead of its first container (startup trace {})", id, trace.digest);
+    }
+  });
+}
+
 void Snapshotter::ReleaseIfUnused(int64_t top_id, const std::string& top_name) {
   if (attacher_ == nullptr || top_id == 0) return;
   std::shared_ptr<std::mutex> mu = AttachLock(top_id);
@@ -343,14 +365,11 @@ std::optional<absl::Status> Snapshotter::PrepareRemote(const std::string& key,
   if (rec.ok()) {
     spdlog::debug("committed remote layer \"{}\" (id {}, blob {} in {}) on \"{}\"", r.target,
                   rec->id, r.layer.digest, r.layer.repository, parent);
-    // An image with a startup trace: blockd starts fetching what its first container will
-    // read while the pull finishes and the container is created.
+    // An image with a startup trace: its device is attached, and the trace's blocks fetched,
+    // while the pull finishes and containerd creates the container.
     if (std::optional<StartupTraceRef> trace = StartupTraceOfLabels(labels); trace.has_value()) {
       stack.push_back(r.layer);
-      if (absl::Status st = attacher_->Warm(stack, *trace); !st.ok()) {
-        spdlog::info("prepare \"{}\": warming blockd for its startup trace: {}", key,
-                     st.ToString());
-      }
+      AttachAhead(rec->id, r.target, std::move(stack), *std::move(trace));
     }
     return exists;
   }
@@ -415,8 +434,15 @@ absl::Status Snapshotter::Commit(const std::string& name, const std::string& key
 absl::Status Snapshotter::Remove(const std::string& key) { return RemoveSnapshot(key, true); }
 
 absl::Status Snapshotter::RemoveSnapshot(const std::string& key, bool release) {
+  // A remote layer on top of a stack may have its device attached ahead of any container
+  // (AttachAhead); without users it goes with the layer.
+  std::optional<int64_t> remote_top;
+  if (attacher_ != nullptr) {
+    if (auto rec = store_->Get(key); rec.ok() && rec->remote.has_value()) remote_top = rec->id;
+  }
   auto removed = store_->Remove(key);
   if (!removed.ok()) return removed.status();
+  if (remote_top.has_value()) ReleaseIfUnused(*remote_top, key);
   const int64_t* id = &removed->id;
   // Once nothing needs the block device below it, it goes. A failure to detach is logged:
   // the snapshot is gone either way.

@@ -28,6 +28,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -62,6 +63,9 @@ class Snapshotter {
   static absl::StatusOr<std::unique_ptr<Snapshotter>> Open(
       const std::string& root, std::shared_ptr<BlockAttacher> attacher = nullptr,
       std::string fallback_repository = "");
+
+  // Waits for attaches a pull began in the background.
+  ~Snapshotter();
 
   // The blockd device id of the remote stack whose top is the committed snapshot `top_name`.
   static std::string AttachId(const std::string& top_name, int64_t top_id);
@@ -106,6 +110,11 @@ class Snapshotter {
                                             const Labels& labels);
   // Remove; with `release`, also detaches the stack below if this was its last user.
   absl::Status RemoveSnapshot(const std::string& key, bool release);
+  // Attaches the remote stack `stack` (top: snapshot `top_name`, `top_id`) in the background,
+  // with its startup trace: a pull of a traced image has its device ready, and the trace's
+  // blocks coming in, before containerd creates the first container.
+  void AttachAhead(int64_t top_id, std::string top_name, std::vector<RemoteLayer> stack,
+                   StartupTraceRef trace);
   // Detaches the remote stack `top_id` if no active snapshot or view needs it any more.
   void ReleaseIfUnused(int64_t top_id, const std::string& top_name);
   std::shared_ptr<std::mutex> AttachLock(int64_t top_id);
@@ -124,6 +133,9 @@ class Snapshotter {
   std::mutex attach_locks_mu_;
   std::map<int64_t, std::shared_ptr<std::mutex>> attach_locks_;
   ReconcileReport report_;
+  // Attaches begun by pulls of traced images (AttachAhead), joined by the destructor.
+  std::mutex ahead_mu_;
+  std::vector<std::thread> ahead_;
 };
 
 }  // namespace dadi::snapshotter

@@ -90,9 +90,10 @@ prefetched() { grep -q "startup trace $trace_digest" "$blockd_log"; }
 wait_until 60 "blockd's startup trace line" prefetched ||
   fail "no 'startup trace $trace_digest' line in blockd's log: $(grep -i trace "$blockd_log" | tail -n 5)"
 log "blockd: $(grep "startup trace $trace_digest" "$blockd_log" | tail -n 1)"
-# The pull already had blockd warm the stack (no device) for the trace's blocks.
-grep -q "startup trace $trace_digest of warm-.*prefetched in" "$blockd_log" ||
-  fail "the pull did not warm blockd: $(grep "startup trace" "$blockd_log")"
+# The pull already had the device attached, and the trace prefetched, before the container.
+grep -q "ahead of its first container (startup trace $trace_digest)" \
+  "$BED_DIR/logs/dadi-snapshotter.log" ||
+  fail "the pull did not attach ahead: $(grep -i ahead "$BED_DIR/logs/dadi-snapshotter.log")"
 wait_registry_idle
 [ -n "$(registry_blob_gets "$trace_digest")" ] || fail "the registry served no GET of the trace blob $trace_digest"
 # shellcheck disable=SC2086 # one digest per word

@@ -1,11 +1,13 @@
 // Remote (overlaybd) layers in the snapshot semantics, with a fake BlockAttacher: which
 // Prepare calls become committed remote snapshots, how mounts of containers on them look, and
 // when the stack is attached and detached.
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +20,7 @@
 namespace dadi::snapshotter {
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
@@ -38,15 +41,6 @@ class FakeAttacher : public BlockAttacher {
       ++attaches_;
     }
     return mp;
-  }
-  absl::Status Warm(const std::vector<RemoteLayer>& layers, const StartupTraceRef& trace) override {
-    std::lock_guard lock(mu_);
-    warmed_.emplace_back(layers, trace);
-    return absl::OkStatus();
-  }
-  std::vector<std::pair<std::vector<RemoteLayer>, StartupTraceRef>> warmed() {
-    std::lock_guard lock(mu_);
-    return warmed_;
   }
   std::optional<StartupTraceRef> trace(const std::string& id) {
     std::lock_guard lock(mu_);
@@ -88,7 +82,6 @@ class FakeAttacher : public BlockAttacher {
   absl::Status fail_;
   std::map<std::string, std::vector<RemoteLayer>> attached_;
   std::map<std::string, std::optional<StartupTraceRef>> traces_;
-  std::vector<std::pair<std::vector<RemoteLayer>, StartupTraceRef>> warmed_;
   int attaches_ = 0;
   std::vector<std::string> detached_;
 };
@@ -270,16 +263,23 @@ TEST_F(RemoteLayerTest, TopLayersStartupTraceGoesWithTheAttach) {
   top[kLabelStartupTraceDigest] = trace_digest;
   top[kLabelStartupTraceSize] = "1234";
   ASSERT_EQ(s_->Prepare("x-r2", "r1", top).status().code(), absl::StatusCode::kAlreadyExists);
-  // The pull itself already asked blockd to warm the stack for the traced layers: r1 alone
-  // (its own trace), then r1+r2.
-  auto warmed = attacher_->warmed();
-  ASSERT_EQ(warmed.size(), 2u);
-  EXPECT_EQ(warmed[1].first,
+  // The pull itself has the traced stacks attached ahead of any container, in the
+  // background: r1 alone (its own trace), and r1+r2.
+  auto both_attached = [&] { return attacher_->attached().size() == 2; };
+  for (int i = 0; i < 500 && !both_attached(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(both_attached());
+  EXPECT_EQ(attacher_->attached()[DeviceId()],
             (std::vector<RemoteLayer>{{Digest('a'), 4096, "registry.test:5000/dadi/app"},
                                       {Digest('b'), 4096, "registry.test:5000/dadi/app"}}));
-  EXPECT_EQ(warmed[1].second, (StartupTraceRef{trace_digest, 1234}));
-  ASSERT_TRUE(s_->Prepare("default/7/ctr", "r2", {}).ok());
   EXPECT_EQ(attacher_->trace(DeviceId()), (StartupTraceRef{trace_digest, 1234}));
+  // The first container finds its device attached already.
+  ASSERT_TRUE(s_->Prepare("default/7/ctr", "r2", {}).ok());
+  EXPECT_EQ(attacher_->attaches(), 2);
+  // Removing the container leaves no user: the device goes.
+  ASSERT_TRUE(s_->Remove("default/7/ctr").ok());
+  EXPECT_THAT(attacher_->detached(), Contains(DeviceId()));
 
   Labels bad = LayerLabels("r3", 'e');
   bad[kLabelStartupTraceDigest] = trace_digest;
