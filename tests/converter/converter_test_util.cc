@@ -361,6 +361,22 @@ absl::StatusOr<Tree> DumpDir(const std::string& root) {
   return tree;
 }
 
+absl::Status ExportFlat(const blockstore::RandomAccessFile& stack, const std::string& path) {
+  auto dev = converter::CreateFileBlockDevice(path, stack.Size());
+  if (!dev.ok()) return dev.status();
+  std::string buf(1 << 20, '\0');
+  const std::string zero(buf.size(), '\0');
+  for (uint64_t off = 0; off < stack.Size(); off += buf.size()) {
+    if (absl::Status s = blockstore::PreadExact(stack, off, buf.size(), buf.data(), "export");
+        !s.ok()) {
+      return s;
+    }
+    if (buf == zero) continue;
+    if (absl::Status s = (*dev)->Pwrite(off, buf); !s.ok()) return s;
+  }
+  return (*dev)->Flush();
+}
+
 absl::Status Fsck(const std::string& image) {
   std::string cmd = absl::StrCat("e2fsck -fn '", image, "' 2>&1");
   FILE* p = ::popen(cmd.c_str(), "r");

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "blockstore/file/file.h"
 #include "converter/block_device.h"
 #include "converter/ext4_filesystem.h"
 
@@ -99,6 +100,10 @@ std::string TreeDiff(const Tree& a, const Tree& b);
 absl::StatusOr<Tree> DumpExt4(converter::Ext4Filesystem& fs);
 // Reads the tree under a mounted directory (lost+found excluded).
 absl::StatusOr<Tree> DumpDir(const std::string& root);
+
+// Writes the flat image of `stack` (a layer stack) to a new file at `path`; all-zero 1 MiB
+// chunks are skipped, so they stay holes.
+absl::Status ExportFlat(const blockstore::RandomAccessFile& stack, const std::string& path);
 
 // Runs `e2fsck -fn image`; OK when it exits 0, else the output in the message.
 absl::Status Fsck(const std::string& image);

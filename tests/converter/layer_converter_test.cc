@@ -114,17 +114,8 @@ class LayerConverterTest : public ::testing::Test {
   void Export(const std::vector<std::string>& blobs, const std::string& path) {
     auto stack = OpenLayerStack(blobs);
     ASSERT_TRUE(stack.ok()) << stack.status();
-    auto dev = CreateFileBlockDevice(path, (*stack)->Size());
-    ASSERT_TRUE(dev.ok()) << dev.status();
-    std::string buf(1 << 20, '\0');
-    const std::string zero(buf.size(), '\0');
-    for (uint64_t off = 0; off < (*stack)->Size(); off += buf.size()) {
-      ASSERT_TRUE(blockstore::PreadExact(**stack, off, buf.size(), buf.data(), "export").ok());
-      if (buf != zero) {
-        ASSERT_TRUE((*dev)->Pwrite(off, buf).ok());
-      }
-    }
-    ASSERT_TRUE((*dev)->Flush().ok());
+    absl::Status s = testing::ExportFlat(**stack, path);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   // The tree of a stack, read through Ext4Filesystem (no mount).

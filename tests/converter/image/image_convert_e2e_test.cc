@@ -115,19 +115,8 @@ TEST(ImageConvertEndToEndTest, TwoLayerImageToOciLayout) {
 
   // Exported flat image: e2fsck clean.
   std::string image = dir.Join("flat.img");
-  {
-    auto dev = CreateFileBlockDevice(image, (*stack)->Size());
-    ASSERT_TRUE(dev.ok()) << dev.status();
-    std::string buf(1 << 20, '\0');
-    const std::string zero(buf.size(), '\0');
-    for (uint64_t off = 0; off < (*stack)->Size(); off += buf.size()) {
-      ASSERT_TRUE(blockstore::PreadExact(**stack, off, buf.size(), buf.data(), "export").ok());
-      if (buf != zero) {
-        ASSERT_TRUE((*dev)->Pwrite(off, buf).ok());
-      }
-    }
-    ASSERT_TRUE((*dev)->Flush().ok());
-  }
+  absl::Status exported = testing::ExportFlat(**stack, image);
+  ASSERT_TRUE(exported.ok()) << exported;
   absl::Status fsck = testing::Fsck(image);
   EXPECT_TRUE(fsck.ok()) << fsck;
 
