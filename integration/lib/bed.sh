@@ -196,6 +196,20 @@ bed_start_registry() {
     { tail "$BED_DIR/logs/registry.log" >&2; return 1; }
 }
 
+# _bed_start_daemon NAME PIDVAR SOCKET CMD...: starts CMD in the background (log
+# $BED_DIR/logs/NAME.log, appended), disowned, its pid in variable PIDVAR; waits up to 30 s for it
+# to accept on SOCKET (removed first), or tails its log and fails when it does not (or dies).
+_bed_start_daemon() {
+  local name=$1 pidvar=$2 socket=$3
+  shift 3
+  rm -f "$socket"
+  "$@" >>"$BED_DIR/logs/$name.log" 2>&1 &
+  printf -v "$pidvar" %s "$!"
+  disown "$!"
+  wait_until 30 "$name to accept on its socket" _bed_serving "${!pidvar}" "$socket" ||
+    { tail "$BED_DIR/logs/$name.log" >&2; return 1; }
+}
+
 # bed_start_snapshotter: starts (or restarts) dadi-snapshotter on $BED_DIR/dadi/dadi.sock.
 bed_start_snapshotter() {
   if [ ! -x "$DADI_SNAPSHOTTER_BIN" ]; then
@@ -207,15 +221,9 @@ bed_start_snapshotter() {
   chmod 0700 "$BED_DIR/dadi"
   # Remote layers go to this bed's dadi-blockd, or nowhere: never to a blockd of the host.
   printf 'blockd_address = "%s"\n' "${BED_BLOCKD_SOCKET:-}" >"$BED_DIR/dadi/config.toml"
-  rm -f "$BED_DIR/dadi/dadi.sock"
-  "$DADI_SNAPSHOTTER_BIN" --config "$BED_DIR/dadi/config.toml" --root "$BED_DIR/dadi/root" \
-    --address "$BED_DIR/dadi/dadi.sock" --log-level "${DADI_LOG_LEVEL:-info}" \
-    >>"$BED_DIR/logs/dadi-snapshotter.log" 2>&1 &
-  BED_SNAPSHOTTER_PID=$!
-  disown "$BED_SNAPSHOTTER_PID"
-  wait_until 30 "dadi-snapshotter to accept on its socket" \
-    _bed_serving "$BED_SNAPSHOTTER_PID" "$BED_DIR/dadi/dadi.sock" ||
-    { tail "$BED_DIR/logs/dadi-snapshotter.log" >&2; return 1; }
+  _bed_start_daemon dadi-snapshotter BED_SNAPSHOTTER_PID "$BED_DIR/dadi/dadi.sock" \
+    "$DADI_SNAPSHOTTER_BIN" --config "$BED_DIR/dadi/config.toml" --root "$BED_DIR/dadi/root" \
+    --address "$BED_DIR/dadi/dadi.sock" --log-level "${DADI_LOG_LEVEL:-info}" || return 1
   BED_DADI=1
 }
 
@@ -250,17 +258,12 @@ bed_start_blockd() {
   chmod 0700 "$b"
   : >"$b/blockd.toml"
   BED_BLOCKD_SOCKET=$b/blockd.sock
-  rm -f "$BED_BLOCKD_SOCKET"
   # shellcheck disable=SC2086 # DADI_BLOCKD_ARGS is split into flags on purpose
-  "$DADI_BLOCKD_BIN" --config "$b/blockd.toml" --socket "$BED_BLOCKD_SOCKET" \
+  _bed_start_daemon dadi-blockd BED_BLOCKD_PID "$BED_BLOCKD_SOCKET" \
+    "$DADI_BLOCKD_BIN" --config "$b/blockd.toml" --socket "$BED_BLOCKD_SOCKET" \
     --state-dir "$b/state" --cache-dir "$b/cache" --plain-http "$BED_REGISTRY" \
     --max-attempts 3 --request-timeout-ms 20000 --log-level "${DADI_LOG_LEVEL:-info}" \
-    ${DADI_BLOCKD_ARGS:-} >>"$BED_DIR/logs/dadi-blockd.log" 2>&1 &
-  BED_BLOCKD_PID=$!
-  disown "$BED_BLOCKD_PID"
-  wait_until 30 "dadi-blockd to accept on its socket" \
-    _bed_serving "$BED_BLOCKD_PID" "$BED_BLOCKD_SOCKET" ||
-    { tail "$BED_DIR/logs/dadi-blockd.log" >&2; return 1; }
+    ${DADI_BLOCKD_ARGS:-} || return 1
   BED_BLOCKD=1
 }
 
