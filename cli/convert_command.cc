@@ -65,21 +65,9 @@ absl::StatusOr<image::ConvertSummary> RunConvert(const ConvertFlags& f) {
   std::error_code ec;
   if (db_path.has_parent_path()) std::filesystem::create_directories(db_path.parent_path(), ec);
   options.store_dir = db_path.string() + ".blobs";
-  char tmpl[] = "/tmp/dadi-convert-XXXXXX";
-  const char* tmp_env = std::getenv("TMPDIR");
-  std::string work_tmpl =
-      tmp_env ? absl::StrCat(tmp_env, "/dadi-convert-XXXXXX") : std::string(tmpl);
-  if (::mkdtemp(work_tmpl.data()) == nullptr) {
-    return absl::InternalError(absl::StrCat("mkdtemp ", work_tmpl));
-  }
-  options.work_dir = work_tmpl;
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      std::error_code e;
-      std::filesystem::remove_all(dir, e);
-    }
-  } cleanup{options.work_dir};
+  auto work = TempWorkDir::Create("dadi-convert");
+  if (!work.ok()) return work.status();
+  options.work_dir = (*work)->path();
 
   auto db = image::DedupDb::Open(f.db);
   if (!db.ok()) return db.status();

@@ -1,5 +1,7 @@
 #include "cli/image_flags.h"
 
+#include <stdlib.h>
+
 #include <cstdlib>
 #include <filesystem>
 
@@ -50,6 +52,18 @@ absl::StatusOr<blockstore::Platform> ParsePlatform(const std::string& text) {
   p.architecture = parts[1];
   if (parts.size() == 3) p.variant = parts[2];
   return p;
+}
+
+absl::StatusOr<std::unique_ptr<TempWorkDir>> TempWorkDir::Create(absl::string_view prefix) {
+  const char* tmp_env = std::getenv("TMPDIR");
+  std::string path = absl::StrCat(tmp_env != nullptr ? tmp_env : "/tmp", "/", prefix, "-XXXXXX");
+  if (::mkdtemp(path.data()) == nullptr) return absl::InternalError(absl::StrCat("mkdtemp ", path));
+  return std::unique_ptr<TempWorkDir>(new TempWorkDir(std::move(path)));
+}
+
+TempWorkDir::~TempWorkDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
 }
 
 }  // namespace dadi::cli

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "blockstore/remote/manifest.h"
 #include "blockstore/remote/registry_config.h"
 #include "converter/image/image_reference.h"
@@ -31,5 +33,20 @@ absl::StatusOr<blockstore::RegistryConfig> MakeRegistryConfig(
 
 // Parses --platform "os/arch[/variant]".
 absl::StatusOr<blockstore::Platform> ParsePlatform(const std::string& text);
+
+// A private work directory `$TMPDIR/<prefix>-XXXXXX` (/tmp without TMPDIR), removed with its
+// content on destruction so a failed command leaves nothing behind.
+class TempWorkDir {
+ public:
+  static absl::StatusOr<std::unique_ptr<TempWorkDir>> Create(absl::string_view prefix);
+  ~TempWorkDir();
+  TempWorkDir(const TempWorkDir&) = delete;
+  TempWorkDir& operator=(const TempWorkDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit TempWorkDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
 
 }  // namespace dadi::cli

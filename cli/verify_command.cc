@@ -43,16 +43,9 @@ absl::StatusOr<converter::VerifyReport> RunVerify(const VerifyFlags& f) {
     if (!platform.ok()) return platform.status();
     options.platform = *platform;
   }
-  const char* tmp_env = std::getenv("TMPDIR");
-  std::string work = absl::StrCat(tmp_env != nullptr ? tmp_env : "/tmp", "/dadi-verify-XXXXXX");
-  if (::mkdtemp(work.data()) == nullptr) return absl::InternalError(absl::StrCat("mkdtemp ", work));
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      std::error_code e;
-      std::filesystem::remove_all(dir, e);
-    }
-  } cleanup{work};
+  auto work_dir = TempWorkDir::Create("dadi-verify");
+  if (!work_dir.ok()) return work_dir.status();
+  const std::string& work = (*work_dir)->path();
   options.work_dir = work;
   std::filesystem::create_directories(work + "/converted");
   std::filesystem::create_directories(work + "/source");
