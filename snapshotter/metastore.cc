@@ -413,6 +413,12 @@ absl::StatusOr<MetaStore::Removed> MetaStore::Remove(const std::string& key) {
   }
   Removed removed;
   removed.id = rec->id;
+  auto remote = db_.Prepare("SELECT 1 FROM remote_layers WHERE snapshot_id = ?");
+  if (!remote.ok()) return remote.status();
+  remote->Bind(1, rec->id);
+  auto is_remote = remote->Step();
+  if (!is_remote.ok()) return is_remote.status();
+  removed.remote = *is_remote;
   auto top = db_.Prepare("SELECT remote_top_id FROM attachments WHERE snapshot_id = ?");
   if (!top.ok()) return top.status();
   top->Bind(1, rec->id);

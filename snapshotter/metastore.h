@@ -79,6 +79,7 @@ class MetaStore {
     int64_t id = 0;             // the snapshot's id
     int64_t remote_top_id = 0;  // the remote snapshot it needed attached, 0 if none
     std::string remote_top_name;
+    bool remote = false;  // it was a remote layer itself (the top of a stack, maybe attached)
   };
   // Deletes `key`. NOT_FOUND, or FAILED_PRECONDITION if it has children.
   absl::StatusOr<Removed> Remove(const std::string& key);

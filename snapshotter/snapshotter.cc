@@ -434,15 +434,11 @@ absl::Status Snapshotter::Commit(const std::string& name, const std::string& key
 absl::Status Snapshotter::Remove(const std::string& key) { return RemoveSnapshot(key, true); }
 
 absl::Status Snapshotter::RemoveSnapshot(const std::string& key, bool release) {
-  // A remote layer on top of a stack may have its device attached ahead of any container
-  // (AttachAhead); without users it goes with the layer.
-  std::optional<int64_t> remote_top;
-  if (attacher_ != nullptr) {
-    if (auto rec = store_->Get(key); rec.ok() && rec->remote.has_value()) remote_top = rec->id;
-  }
   auto removed = store_->Remove(key);
   if (!removed.ok()) return removed.status();
-  if (remote_top.has_value()) ReleaseIfUnused(*remote_top, key);
+  // A remote layer on top of a stack may have its device attached ahead of any container
+  // (AttachAhead); without users it goes with the layer.
+  if (removed->remote) ReleaseIfUnused(removed->id, key);
   const int64_t* id = &removed->id;
   // Once nothing needs the block device below it, it goes. A failure to detach is logged:
   // the snapshot is gone either way.

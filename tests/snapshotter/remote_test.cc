@@ -23,6 +23,7 @@ namespace {
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 // Attaches by creating a directory; remembers what is attached and every call.
 class FakeAttacher : public BlockAttacher {
@@ -46,10 +47,10 @@ class FakeAttacher : public BlockAttacher {
     std::lock_guard lock(mu_);
     return traces_[id];
   }
+  // Like blockd, an id that is not attached is no error; only real detaches are recorded.
   absl::Status Detach(const std::string& id) override {
     std::lock_guard lock(mu_);
-    detached_.push_back(id);
-    attached_.erase(id);
+    if (attached_.erase(id) > 0) detached_.push_back(id);
     return absl::OkStatus();
   }
 
@@ -294,6 +295,18 @@ TEST_F(RemoteLayerTest, TopLayersStartupTraceGoesWithTheAttach) {
     }
   }
   EXPECT_EQ(found, 1);
+
+  // r1 was attached ahead (its own trace) and no container ever used it: it is detached when
+  // the layer itself goes.
+  std::string r1_device;
+  for (const auto& [id, layers] : attacher_->attached()) {
+    if (layers.size() == 1) r1_device = id;
+  }
+  ASSERT_FALSE(r1_device.empty());
+  for (const char* key : {"default/8/ctr", "r3", "r2"}) ASSERT_TRUE(s_->Remove(key).ok()) << key;
+  EXPECT_THAT(attacher_->detached(), Not(Contains(r1_device)));
+  ASSERT_TRUE(s_->Remove("r1").ok());
+  EXPECT_THAT(attacher_->detached(), Contains(r1_device));
 }
 
 TEST_F(RemoteLayerTest, OrdinaryLayersAboveTheStackComeFirst) {
