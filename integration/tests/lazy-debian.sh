@@ -11,7 +11,7 @@ lazy_begin
 ref=$(bed_push_image debian)
 obd=$(lazy_convert "$ref")
 layers=$(image_layers_size_remote "$obd")
-mark=$(wc -l <"$BED_DIR/logs/registry.log")
+mark=$(registry_log_mark)
 lazy_pull "$obd"
 expect_remote_layers "$obd"
 
