@@ -377,6 +377,16 @@ absl::Status ExportFlat(const blockstore::RandomAccessFile& stack, const std::st
   return (*dev)->Flush();
 }
 
+int RunShell(const std::string& command, std::string* output) {
+  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  if (p == nullptr) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) output->append(buf, n);
+  int status = ::pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 absl::Status Fsck(const std::string& image) {
   std::string cmd = absl::StrCat("e2fsck -fn '", image, "' 2>&1");
   FILE* p = ::popen(cmd.c_str(), "r");

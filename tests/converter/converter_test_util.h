@@ -105,6 +105,10 @@ absl::StatusOr<Tree> DumpDir(const std::string& root);
 // chunks are skipped, so they stay holes.
 absl::Status ExportFlat(const blockstore::RandomAccessFile& stack, const std::string& path);
 
+// Runs `command` through the shell with its stderr joined to its stdout, appending that output
+// to *output. Returns the exit status, -1 when it did not exit (or could not be started).
+int RunShell(const std::string& command, std::string* output);
+
 // Runs `e2fsck -fn image`; OK when it exits 0, else the output in the message.
 absl::Status Fsck(const std::string& image);
 

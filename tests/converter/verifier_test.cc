@@ -3,9 +3,6 @@
 // entry. Also runs the `dadi verify` command for its exit codes.
 #include "converter/verifier.h"
 
-#include <sys/wait.h>
-
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -150,14 +147,7 @@ TEST(CompareTreesTest, OnlyInEitherSideAndLimit) {
 }
 
 int RunCli(const std::string& args, std::string* out) {
-  std::string cmd = std::string(DADI_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out->append(buf, n);
-  int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return testing::RunShell(std::string(DADI_CLI_PATH) + " " + args, out);
 }
 
 TEST_F(VerifierTest, CommandExitCodes) {

@@ -1,10 +1,9 @@
 // `dadi convert` argument handling: errors reach the user with a non-zero exit status.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <string>
 
+#include "tests/converter/converter_test_util.h"
 #include "tests/support/scratch_dir.h"
 
 namespace {
@@ -16,14 +15,7 @@ struct Result {
 
 Result Dadi(const std::string& args) {
   Result r;
-  std::string cmd = std::string(DADI_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.status = dadi::testing::RunShell(std::string(DADI_CLI_PATH) + " " + args, &r.output);
   return r;
 }
 
