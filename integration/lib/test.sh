@@ -27,6 +27,20 @@ test_begin() {
 
 fail() { log "FAIL: $*"; exit 1; }
 
+# expect_bed_gone DIR NS: nothing is left of the bed in DIR with namespace NS (its teardown
+# ran): no directory, process, mount (fuse.dadi included), loop device or cgroup.
+expect_bed_gone() {
+  local dir=$1 ns=$2
+  if [ -z "$dir" ] || [ -z "$ns" ]; then fail "expect_bed_gone: no bed directory or namespace"; fi
+  [ ! -e "$dir" ] || fail "$dir still exists"
+  ! pgrep -f -- "$dir" >/dev/null || fail "processes left: $(pgrep -af -- "$dir")"
+  ! findmnt -rn -o TARGET | grep -qF -- "$dir" || fail "mounts left under $dir"
+  ! grep -F -- "$dir" /proc/self/mountinfo | grep -q ' - fuse\.dadi ' || fail "fuse.dadi mount left under $dir"
+  ! losetup -n -l -O BACK-FILE | grep -qF -- "$dir" || fail "loop device left for $dir"
+  ! compgen -G "/sys/fs/cgroup/*/$ns" >/dev/null || fail "cgroups of $ns left"
+  log "ok: nothing of $dir left"
+}
+
 # expect_eq WHAT EXPECTED ACTUAL
 expect_eq() {
   [ "$2" = "$3" ] || fail "$1: expected '$2', got '$3'"

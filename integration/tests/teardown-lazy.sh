@@ -32,17 +32,6 @@ child() {
   ' child "$DADI_REPO_DIR" "$1"
 }
 
-check_clean() {
-  local dir=$1 ns=$2
-  [ ! -e "$dir" ] || fail "$dir still exists"
-  ! pgrep -f -- "$dir" >/dev/null || fail "processes left: $(pgrep -af -- "$dir")"
-  ! findmnt -rn -o TARGET | grep -qF -- "$dir" || fail "mounts left under $dir"
-  ! grep -F -- "$dir" /proc/self/mountinfo | grep -q ' - fuse\.dadi ' || fail "fuse.dadi mount left under $dir"
-  ! losetup -n -l -O BACK-FILE | grep -qF -- "$dir" || fail "loop device left for $dir"
-  ! compgen -G "/sys/fs/cgroup/*/$ns" >/dev/null || fail "cgroups of $ns left"
-  log "ok: nothing of $dir left"
-}
-
 # Skips as the lazy tests do when the block path is not built.
 [ "$SNAP" = dadi ] || { log "SKIP: the lazy block path concerns dadi only"; exit 77; }
 for b in "$DADI_SNAPSHOTTER_BIN" "$DADI_BLOCKD_BIN" "$DADI_CLI_BIN"; do
@@ -58,5 +47,5 @@ for mode in fail kill-blockd; do
   read -r dir ns <<<"$(head -n 1 <<<"$out")"
   [ "$(tail -n 1 <<<"$out")" = ready ] || { cat "$err" >&2; fail "child ($mode) did not get ready"; }
   rm -f "$err"
-  check_clean "$dir" "$ns"
+  expect_bed_gone "$dir" "$ns"
 done

@@ -28,16 +28,6 @@ child() {
   ' child "$DADI_REPO_DIR" "$mode"
 }
 
-check_clean() {
-  local dir=$1 ns=$2
-  [ ! -e "$dir" ] || fail "$dir still exists"
-  ! pgrep -f -- "$dir" >/dev/null || fail "processes left: $(pgrep -af -- "$dir")"
-  ! findmnt -rn -o TARGET | grep -qF -- "$dir" || fail "mounts left under $dir"
-  ! losetup -n -l -O BACK-FILE | grep -qF -- "$dir" || fail "loop device left for $dir"
-  ! compgen -G "/sys/fs/cgroup/*/$ns" >/dev/null || fail "cgroups of $ns left"
-  log "ok: nothing of $dir left"
-}
-
 if [ "$SNAP" = dadi ] && [ ! -x "$DADI_SNAPSHOTTER_BIN" ]; then
   log "SKIP: $DADI_SNAPSHOTTER_BIN is not built"
   exit 77
@@ -47,7 +37,7 @@ out=$(child fail 2>"${TMPDIR:-/tmp}/teardown-child.$$.log") && fail "the failing
 read -r dir ns _ <<<"$(head -n 1 <<<"$out")"
 [ "$(tail -n 1 <<<"$out")" = ready ] || { cat "${TMPDIR:-/tmp}/teardown-child.$$.log" >&2; fail "child did not get ready"; }
 rm -f "${TMPDIR:-/tmp}/teardown-child.$$.log"
-check_clean "$dir" "$ns"
+expect_bed_gone "$dir" "$ns"
 
 # Killed from outside (as the runner's timeout does): TERM to the whole process group.
 fifo=$(mktemp -u "${TMPDIR:-/tmp}/teardown-fifo.XXXXXX")
@@ -67,4 +57,4 @@ timeout 60 cat <&8 >/dev/null || fail "killed child did not finish within 60 s"
 exec 8<&-
 wait_until 10 "the killed child to exit" _bed_gone "$pid" || fail "child did not exit"
 rm -f "${TMPDIR:-/tmp}/teardown-killed.$$.log"
-check_clean "$dir" "$ns"
+expect_bed_gone "$dir" "$ns"
