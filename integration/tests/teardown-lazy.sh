@@ -38,8 +38,9 @@ for b in "$DADI_SNAPSHOTTER_BIN" "$DADI_BLOCKD_BIN" "$DADI_CLI_BIN"; do
   [ -x "$b" ] || { log "SKIP: $b is not built"; exit 77; }
 done
 
+err=${TMPDIR:-/tmp}/teardown-lazy-child.$$.log
+trap 'rm -f "$err"' EXIT # also when a check below fails
 for mode in fail kill-blockd; do
-  err=${TMPDIR:-/tmp}/teardown-lazy-child.$$.log
   rc=0
   out=$(child "$mode" 2>"$err") || rc=$?
   [ "$rc" -ne 77 ] || { cat "$err" >&2; rm -f "$err"; exit 77; }

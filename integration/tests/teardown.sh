@@ -33,6 +33,19 @@ if [ "$SNAP" = dadi ] && [ ! -x "$DADI_SNAPSHOTTER_BIN" ]; then
   exit 77
 fi
 
+# Whatever fails below: no log of a child left outside any bed, and no killed child (in a session
+# of its own, out of the runner's reach) left running with its bed.
+pid=
+fifo=
+on_exit() {
+  if [ -n "$pid" ] && ! _bed_gone "$pid"; then
+    kill -TERM -- -"$pid" 2>/dev/null || true
+    wait_until 60 "the killed child to exit" _bed_gone "$pid" || true
+  fi
+  rm -f "${TMPDIR:-/tmp}/teardown-child.$$.log" "${TMPDIR:-/tmp}/teardown-killed.$$.log" ${fifo:+"$fifo"}
+}
+trap on_exit EXIT
+
 out=$(child fail 2>"${TMPDIR:-/tmp}/teardown-child.$$.log") && fail "the failing child passed"
 read -r dir ns _ <<<"$(head -n 1 <<<"$out")"
 [ "$(tail -n 1 <<<"$out")" = ready ] || { cat "${TMPDIR:-/tmp}/teardown-child.$$.log" >&2; fail "child did not get ready"; }
