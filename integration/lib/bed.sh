@@ -310,8 +310,8 @@ _bed_kill_wait() {
   fi
 }
 
-# _bed_serving PID SOCKET: true when SOCKET accepts; fails the wait at once (exit status 2 is
-# not retried by wait_until's caller, so it exits the subshell) when PID has died.
+# _bed_serving PID SOCKET: true when SOCKET accepts; when PID has died, returns 255, which makes
+# wait_until fail at once.
 _bed_serving() {
   unix_socket_accepts "$2" && return 0
   _bed_gone "$1" && { log "pid $1 exited"; return 255; }
