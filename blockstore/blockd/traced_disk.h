@@ -3,6 +3,7 @@
 // save` takes from dadi-blockd's GetTrace and publishes with the image.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -21,10 +22,12 @@ class TracedDisk final : public RandomAccessFile {
   uint64_t Size() const override { return disk_->Size(); }
   absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override {
     absl::StatusOr<size_t> got = disk_->Pread(offset, n, buf);
-    // Only what was served: a failed read is retried by the kernel and recorded then.
-    if (got.ok() && *got > 0) {
+    // Only what was served: a failed read is retried by the kernel and recorded then. Once
+    // the recorder is full, reads pass without taking the lock.
+    if (got.ok() && *got > 0 && !full_.load(std::memory_order_relaxed)) {
       absl::MutexLock lock(&mu_);
       recorder_.Record(offset, *got);
+      if (recorder_.full()) full_.store(true, std::memory_order_relaxed);
     }
     return got;
   }
@@ -43,6 +46,7 @@ class TracedDisk final : public RandomAccessFile {
   const std::shared_ptr<const RandomAccessFile> disk_;
   mutable absl::Mutex mu_;
   mutable TraceRecorder recorder_ ABSL_GUARDED_BY(mu_);
+  mutable std::atomic<bool> full_{false};
 };
 
 }  // namespace dadi::blockstore::blockd

@@ -107,39 +107,31 @@ std::vector<TraceRange> CoalesceTrace(const std::vector<TraceRange>& ranges, uin
 void TraceRecorder::Record(uint64_t offset, uint64_t length) {
   if (length == 0 || offset >= trace_.virtual_size) return;
   length = std::min({length, trace_.virtual_size - offset, kMaxStartupTraceRange});
-  // What of [offset, offset + length) is not recorded yet: skip reads fully inside a recorded
-  // range (the page cache makes repeats rare, but a re-read after eviction is no news).
+  // Skip reads fully inside a recorded range (the page cache makes repeats rare, but a re-read
+  // after eviction is no news).
   const uint64_t end = offset + length;
-  auto it = std::upper_bound(seen_.begin(), seen_.end(), offset,
-                             [](uint64_t o, const TraceRange& r) { return o < r.offset; });
-  if (it != seen_.begin()) {
-    const TraceRange& before = *std::prev(it);
-    if (before.offset + before.length >= end) return;
-  }
+  auto next = seen_.upper_bound(offset);  // first range starting after `offset`
+  if (next != seen_.begin() && std::prev(next)->second >= end) return;
   const bool continues = !trace_.ranges.empty() &&
                          trace_.ranges.back().offset + trace_.ranges.back().length == offset &&
                          trace_.ranges.back().length + length <= kMaxStartupTraceRange;
   if (continues) {
     trace_.ranges.back().length += length;
-  } else if (trace_.ranges.size() < kMaxStartupTraceRanges) {
+  } else if (!full()) {
     trace_.ranges.push_back(TraceRange{offset, length});
   } else {
     return;  // full: later reads are not recorded
   }
-  // Merge [offset, end) into seen_.
-  TraceRange merged{offset, length};
-  auto first =
-      std::lower_bound(seen_.begin(), seen_.end(), offset,
-                       [](const TraceRange& r, uint64_t o) { return r.offset + r.length < o; });
-  auto last_it = first;
-  while (last_it != seen_.end() && last_it->offset <= end) {
-    const uint64_t lo = std::min(merged.offset, last_it->offset);
-    const uint64_t hi = std::max(merged.offset + merged.length, last_it->offset + last_it->length);
-    merged = TraceRange{lo, hi - lo};
-    ++last_it;
+  // Merge [offset, end) with the recorded ranges it overlaps or touches.
+  uint64_t lo = offset, hi = end;
+  auto it = next;
+  if (it != seen_.begin() && std::prev(it)->second >= offset) --it;
+  while (it != seen_.end() && it->first <= end) {
+    lo = std::min(lo, it->first);
+    hi = std::max(hi, it->second);
+    it = seen_.erase(it);
   }
-  it = seen_.erase(first, last_it);
-  seen_.insert(it, merged);
+  seen_.emplace(lo, hi);
 }
 
 }  // namespace dadi::blockstore

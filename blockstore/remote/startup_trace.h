@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -69,10 +70,12 @@ class TraceRecorder {
   explicit TraceRecorder(uint64_t virtual_size) { trace_.virtual_size = virtual_size; }
   void Record(uint64_t offset, uint64_t length);
   const StartupTrace& trace() const { return trace_; }
+  // No new range will be recorded.
+  bool full() const { return trace_.ranges.size() >= kMaxStartupTraceRanges; }
 
  private:
   StartupTrace trace_;
-  std::vector<TraceRange> seen_;  // sorted by offset, merged: what is already recorded
+  std::map<uint64_t, uint64_t> seen_;  // what is already recorded: start -> end, disjoint
 };
 
 }  // namespace dadi::blockstore

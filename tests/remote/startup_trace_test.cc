@@ -92,6 +92,7 @@ TEST(StartupTraceTest, RecorderIsBounded) {
   TraceRecorder r(uint64_t{1} << 40);
   for (uint64_t i = 0; i < kMaxStartupTraceRanges + 10; ++i) r.Record(i * 8192, 4096);
   EXPECT_EQ(r.trace().ranges.size(), kMaxStartupTraceRanges);
+  EXPECT_TRUE(r.full());
   EXPECT_EQ(r.trace().ranges.back().offset, (kMaxStartupTraceRanges - 1) * 8192);
 }
 
