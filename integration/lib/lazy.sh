@@ -197,16 +197,15 @@ blockd_has_no_devices() { [ -z "$(blockd_devices)" ]; }
 # lazy_check_upper REF: a container of REF writes a new file and changes one of the image: both
 # land in its upper dir; the block device's mount (the lowest lowerdir) is unchanged.
 lazy_check_upper() {
-  local ref=$1 id cmd opts upper lowest
+  local ref=$1 id upper lowest
   id=$(lazy_id lazy-upper)
   lazy_run -d lazy-upper "$ref" /bin/sh -c \
     'echo written-by-container > /etc/lazy-written; echo lazy:x:4242:4242::/:/bin/sh >> /etc/passwd; while :; do sleep 1; done' >/dev/null
   wait_until 30 "$id to run" task_is "$id" RUNNING
-  cmd=$(bctr snapshots --snapshotter dadi mounts /rootfs "$id")
-  opts=${cmd##* -o }
-  upper=$(tr ',' '\n' <<<"$opts" | sed -n 's/^upperdir=//p')
-  lowest=$(tr ',' '\n' <<<"$opts" | sed -n 's/^lowerdir=//p' | tr ':' '\n' | tail -n 1)
-  if [ -z "$upper" ] || [ -z "$lowest" ]; then fail "no upperdir/lowerdir in the mounts of $id: $cmd"; fi
+  read -r upper lowest < <(snapshot_dirs "$id")
+  if [ -z "$upper" ] || [ -z "$lowest" ]; then
+    fail "no upperdir/lowerdir in the mounts of $id: $(bctr snapshots --snapshotter dadi mounts /rootfs "$id")"
+  fi
   case $lowest in "$BED_DIR/blockd/state/mnt/"*) ;; *) fail "lowest lowerdir $lowest is not a blockd mount" ;; esac
   # shellcheck disable=SC2317 # called through wait_until
   upper_has() { grep -q "$2" "$upper/$1" 2>/dev/null; }
