@@ -144,12 +144,8 @@ cs_copy_tag() {
 # snapshots collected, blockd's devices detached, then dadi-blockd restarted with an empty node
 # cache. Containers of REF must be gone already.
 cs_forget_lazy_image() {
-  local ref=$1 digest name
-  digest=$(bctr images list | awk -v r="$ref" '$1 == r {print $3}')
-  [ -n "$digest" ] || die "cs_forget_lazy_image: no image $ref"
-  for name in $(bctr images list | awk -v d="$digest" 'NR > 1 && $3 == d {print $1}'); do
-    bctr images rm --sync "$name" >/dev/null
-  done
+  local ref=$1
+  lazy_image_rm "$ref"
   wait_until 60 "dadi's snapshots of $ref to be collected" _cs_no_dadi_snapshots ||
     die "dadi snapshots left: $(bctr snapshots --snapshotter dadi list)"
   wait_until 60 "blockd's devices to be detached" blockd_has_no_devices ||

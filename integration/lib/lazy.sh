@@ -237,15 +237,21 @@ lazy_check_tree() {
   log "ok: $name: $(wc -l <"$d/$name.dadi") entries equal (overlayfs of the source, dadi of the overlaybd image)"
 }
 
-# lazy_check_gc REF: after ctr image rm --sync, dadi lists no snapshot, and no loop device,
-# ext4 mount or FUSE file of blockd is left.
-lazy_check_gc() {
-  local ref=$1 digest name
-  digest=$(bctr images list | awk -v r="$ref" '$1 == r {print $3}')
-  # Every name of the image (CRI adds REPO@DIGEST and sha256:CONFIG beside the tag).
+# lazy_image_rm REF: ctr image rm --sync of every name of the image REF (CRI adds REPO@DIGEST
+# and sha256:CONFIG beside the tag); fails when there is no image REF.
+lazy_image_rm() {
+  local digest name
+  digest=$(bctr images list | awk -v r="$1" '$1 == r {print $3}')
+  [ -n "$digest" ] || die "lazy_image_rm: no image $1"
   for name in $(bctr images list | awk -v d="$digest" 'NR > 1 && $3 == d {print $1}'); do
     bctr images rm --sync "$name" >/dev/null
   done
+}
+
+# lazy_check_gc REF: after ctr image rm --sync, dadi lists no snapshot, and no loop device,
+# ext4 mount or FUSE file of blockd is left.
+lazy_check_gc() {
+  lazy_image_rm "$1"
   expect_node_clean "image rm"
   log "ok: image removed: no dadi snapshot, loop device, device mount or FUSE file left"
 }
