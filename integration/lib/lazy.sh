@@ -168,12 +168,14 @@ expect_remote_layers() {
 # the functions below count only later requests.
 registry_log_mark() { wc -l <"$BED_DIR/logs/registry.log"; }
 
-# registry_blob_gets DIGEST...: access-log lines (from line REGISTRY_LOG_FROM, 1 by default) of
-# GETs of those blobs (combined log format: "GET /v2/<name>/blobs/<digest> HTTP/1.1" STATUS BYTES).
+# registry_blob_gets DIGEST...: access-log lines (from line REGISTRY_LOG_FROM, 1 by default, to
+# line REGISTRY_LOG_TO, the last by default) of GETs of those blobs (combined log format:
+# "GET /v2/<name>/blobs/<digest> HTTP/1.1" STATUS BYTES).
 registry_blob_gets() {
   local d pattern=""
   for d in "$@"; do pattern+="${pattern:+|}/blobs/$d "; done
-  tail -n +"${REGISTRY_LOG_FROM:-1}" "$BED_DIR/logs/registry.log" | grep -E "\"GET [^\"]*($pattern)" || true
+  sed -n "${REGISTRY_LOG_FROM:-1},${REGISTRY_LOG_TO:-\$}p" "$BED_DIR/logs/registry.log" |
+    grep -E "\"GET [^\"]*($pattern)" || true
 }
 
 # registry_bytes_served DIGEST...: bytes the registry sent for GETs of those blobs.
