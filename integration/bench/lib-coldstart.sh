@@ -125,14 +125,12 @@ _cs_seq_build() {
 # cs_copy_tag REF TAG: the manifest of REF (host:port/name:tag in the bed's registry) also under
 # TAG of the same repository, byte for byte (same digest).
 cs_copy_tag() {
-  local ref=$1 tag=$2 repo src tmp ct accept
+  local ref=$1 tag=$2 repo src tmp ct
   repo=${ref#*/}
   src=${repo##*:}
   repo=${repo%:*}
   tmp=$(mktemp -d "$BED_DIR/copy-tag.XXXXXX")
-  accept="application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json"
-  accept+=",application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json"
-  curl -fsS -H "Accept: $accept" -D "$tmp/headers" -o "$tmp/body" "http://$BED_REGISTRY/v2/$repo/manifests/$src"
+  curl -fsS -H "Accept: $REGISTRY_MANIFEST_ACCEPT" -D "$tmp/headers" -o "$tmp/body" "http://$BED_REGISTRY/v2/$repo/manifests/$src"
   ct=$(awk 'tolower($1) == "content-type:" {print $2}' "$tmp/headers" | tr -d '\r' | tail -n 1)
   curl -fsS -X PUT -H "Content-Type: $ct" --data-binary "@$tmp/body" \
     "http://$BED_REGISTRY/v2/$repo/manifests/$tag" >/dev/null

@@ -107,15 +107,17 @@ lazy_convert() {
   echo "$obd"
 }
 
+# The Accept header of a manifest GET: OCI and Docker manifests and indexes.
+REGISTRY_MANIFEST_ACCEPT="application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json"
+REGISTRY_MANIFEST_ACCEPT+=",application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json"
+
 # registry_manifest REF: the image manifest of REF (host:port/name:tag) from the bed's registry;
 # of an index, the manifest for this machine's platform.
 registry_manifest() {
-  local ref=$1 repo tag accept m
+  local ref=$1 repo tag accept=$REGISTRY_MANIFEST_ACCEPT m
   repo=${ref#*/}
   tag=${repo##*:}
   repo=${repo%:*}
-  accept="application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json"
-  accept+=",application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json"
   m=$(curl -fsS -H "Accept: $accept" "http://$BED_REGISTRY/v2/$repo/manifests/$tag")
   if [ "$(jq -r '.manifests != null' <<<"$m")" = true ]; then
     m=$(curl -fsS -H "Accept: $accept" "http://$BED_REGISTRY/v2/$repo/manifests/$(jq -r --arg a "$(_bed_arch)" \
