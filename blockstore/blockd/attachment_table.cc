@@ -48,15 +48,52 @@ absl::StatusOr<uint64_t> ReadThrough(const RandomAccessFile& file, uint64_t offs
   return done;
 }
 
-// Readers of a startup trace at once: enough to keep a registry busy without crowding out the
-// container's own reads.
-constexpr int kTracePrefetchThreads = 8;
+// Readers of a prefetch (a startup trace, or Prefetch ranges) at once: enough to keep a
+// registry busy without crowding out the container's own reads.
+constexpr int kPrefetchReaders = 8;
 // Trace ranges closer than this on the disk are read as one (the gap is read too: about one
 // cache unit of compressed data), up to kTraceJoinedRange per read: registries answer a few
 // large range requests much faster than many small ones. One read of at most 1 MiB is one
 // read of ReadThrough, so it never looks like a sequential run to the node cache's readahead.
 constexpr uint64_t kTraceJoinGap = 64 << 10;
 constexpr uint64_t kTraceJoinedRange = 1 << 20;
+
+// Reads `ranges` of `file` with kPrefetchReaders readers, each taking the next range in
+// the order given, so that the fetches behind them overlap; stops at the first error (which
+// names its range) or when `stop` is set. Returns the bytes read.
+absl::StatusOr<uint64_t> ReadRanges(const RandomAccessFile& file,
+                                    const std::vector<TraceRange>& ranges,
+                                    const std::atomic<bool>& stop) {
+  std::atomic<size_t> next{0};
+  std::atomic<uint64_t> bytes{0};
+  absl::Mutex mu;
+  absl::Status first_error;
+  std::atomic<bool> failed{false};
+  auto reader = [&] {
+    for (size_t i = next++; i < ranges.size() && !stop.load() && !failed.load(); i = next++) {
+      const TraceRange& r = ranges[i];
+      absl::StatusOr<uint64_t> n = ReadThrough(file, r.offset, r.length, stop);
+      if (!n.ok()) {
+        absl::MutexLock lock(&mu);
+        if (first_error.ok()) {
+          first_error = absl::Status(
+              n.status().code(),
+              absl::StrCat("range [", r.offset, ", +", r.length, "): ", n.status().message()));
+        }
+        failed.store(true);
+        return;
+      }
+      bytes += *n;
+    }
+  };
+  std::vector<std::thread> readers;
+  const size_t count = std::min<size_t>(kPrefetchReaders, ranges.size());
+  for (size_t t = 0; t < count; ++t) readers.emplace_back(reader);
+  for (std::thread& t : readers) t.join();
+  absl::MutexLock lock(&mu);
+  if (!first_error.ok()) return first_error;
+  return bytes.load();
+}
 
 }  // namespace
 
@@ -253,12 +290,9 @@ absl::StatusOr<PrefetchResult> AttachmentTable::Prefetch(
 
   auto run = [image, layers, ranges, stop = stop_,
               name = std::string(id)]() -> absl::StatusOr<uint64_t> {
-    uint64_t done = 0;
-    for (const PrefetchRange& r : ranges) {
-      absl::StatusOr<uint64_t> n = ReadThrough(image->stack(), r.offset, r.length, *stop);
-      if (!n.ok()) return n.status();
-      done += *n;
-    }
+    absl::StatusOr<uint64_t> ranges_done = ReadRanges(image->stack(), ranges, *stop);
+    if (!ranges_done.ok()) return ranges_done.status();
+    uint64_t done = *ranges_done;
     for (const auto& layer : layers) {
       absl::StatusOr<uint64_t> n = ReadThrough(layer->raw(), 0, layer->raw().Size(), *stop);
       if (!n.ok()) return n.status();
@@ -326,27 +360,13 @@ void AttachmentTable::PrefetchStartupTrace(const std::string& id,
   // Neighbouring ranges are read as one: fewer, larger requests.
   const std::vector<TraceRange> ranges =
       CoalesceTrace(trace->ranges, kTraceJoinGap, kTraceJoinedRange);
-  std::atomic<size_t> next{0};
-  std::atomic<uint64_t> bytes{0};
-  std::atomic<bool> failed{false};
-  auto reader = [&] {
-    for (size_t i = next++; i < ranges.size() && !stop->load() && !failed.load(); i = next++) {
-      const TraceRange& r = ranges[i];
-      absl::StatusOr<uint64_t> n = ReadThrough(image->stack(), r.offset, r.length, *stop);
-      if (!n.ok()) {
-        spdlog::warn("startup trace {} of {}: range [{}, +{}): {}", ref.digest, id, r.offset,
-                     r.length, n.status().ToString());
-        failed.store(true);
-        return;
-      }
-      bytes += *n;
-    }
-  };
-  std::vector<std::thread> readers;
-  for (int t = 0; t < kTracePrefetchThreads; ++t) readers.emplace_back(reader);
-  for (std::thread& t : readers) t.join();
+  absl::StatusOr<uint64_t> bytes = ReadRanges(image->stack(), ranges, *stop);
+  if (!bytes.ok()) {
+    spdlog::warn("startup trace {} of {}: {}", ref.digest, id, bytes.status().ToString());
+    return;
+  }
   spdlog::info("startup trace {} of {}: {} ranges ({} reads), {} bytes prefetched in {:.0f} ms",
-               ref.digest, id, trace->ranges.size(), ranges.size(), bytes.load(),
+               ref.digest, id, trace->ranges.size(), ranges.size(), *bytes,
                absl::ToDoubleMilliseconds(absl::Now() - start));
 }
 

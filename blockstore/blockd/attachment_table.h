@@ -19,6 +19,7 @@
 #include "blockstore/blockd/image_opener.h"
 #include "blockstore/blockd/traced_disk.h"
 #include "blockstore/device/device_backend.h"
+#include "blockstore/remote/startup_trace.h"
 
 namespace dadi::blockstore::blockd {
 
@@ -50,10 +51,8 @@ struct AttachmentStats {
   ImageStats image;
 };
 
-struct PrefetchRange {
-  uint64_t offset = 0;
-  uint64_t length = 0;
-};
+// A range of a virtual disk.
+using PrefetchRange = TraceRange;
 
 struct PrefetchResult {
   uint64_t bytes_requested = 0;
