@@ -258,9 +258,7 @@ absl::StatusOr<PushResult> RunPush(const PushFlags& f) {
       std::vector<std::string> platforms;
       for (const auto& d : parsed->manifests) {
         if (d.platform) {
-          platforms.push_back(absl::StrCat(d.platform->os, "/", d.platform->architecture,
-                                           d.platform->variant.empty() ? "" : "/",
-                                           d.platform->variant));
+          platforms.push_back(image::PlatformString(*d.platform));
         }
       }
       return absl::FailedPreconditionError(

@@ -9,6 +9,7 @@
 #include "blockstore/blob/layer_blob.h"
 #include "blockstore/lsmt/layer_stack.h"
 #include "blockstore/remote/digest.h"
+#include "converter/image/image_converter.h"
 #include "converter/layer_converter.h"
 #include "converter/tar_applier.h"
 
@@ -121,11 +122,6 @@ struct Resolved {
   blockstore::ImageManifest manifest;
 };
 
-std::string PlatformString(const blockstore::Platform& p) {
-  return p.variant.empty() ? absl::StrCat(p.os, "/", p.architecture)
-                           : absl::StrCat(p.os, "/", p.architecture, "/", p.variant);
-}
-
 absl::StatusOr<Resolved> Resolve(image::ImageSource& src,
                                  const std::optional<blockstore::Platform>& want,
                                  absl::string_view what) {
@@ -153,7 +149,7 @@ absl::StatusOr<Resolved> Resolve(image::ImageSource& src,
       }
     }
     if (!pick.has_value()) return absl::NotFoundError(absl::StrCat(what, ": index lists no image"));
-    if (pick->platform.has_value()) r.platform = PlatformString(*pick->platform);
+    if (pick->platform.has_value()) r.platform = image::PlatformString(*pick->platform);
     auto doc = src.Manifest(pick->digest);
     if (!doc.ok()) return doc.status();
     body = doc->body;

@@ -22,12 +22,6 @@ namespace {
 using blockstore::PushOutcome;
 using ojson = nlohmann::ordered_json;
 
-std::string PlatformString(const blockstore::Platform& p) {
-  std::string s = absl::StrCat(p.os, "/", p.architecture);
-  if (!p.variant.empty()) absl::StrAppend(&s, "/", p.variant);
-  return s;
-}
-
 bool PlatformMatches(const std::optional<blockstore::Platform>& have,
                      const blockstore::Platform& want) {
   if (!have) return false;
@@ -653,6 +647,12 @@ std::unique_ptr<ProgressSink> NewPlainProgress(FILE* out) {
 }
 std::unique_ptr<ProgressSink> NewTerminalProgress(FILE* out) {
   return std::make_unique<TerminalProgress>(out);
+}
+
+std::string PlatformString(const blockstore::Platform& p) {
+  std::string s = absl::StrCat(p.os, "/", p.architecture);
+  if (!p.variant.empty()) absl::StrAppend(&s, "/", p.variant);
+  return s;
 }
 
 }  // namespace dadi::converter::image

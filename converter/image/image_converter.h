@@ -150,5 +150,7 @@ class ImageConverter {
 std::vector<std::string> ChainIds(const std::vector<std::string>& diff_ids);
 // A uuid text (8-4-4-4-12 lowercase hex, version 5 style bits) derived from `seed`.
 std::string DeterministicUuid(absl::string_view seed);
+// "os/arch[/variant]", for messages and summaries.
+std::string PlatformString(const blockstore::Platform& p);
 
 }  // namespace dadi::converter::image
