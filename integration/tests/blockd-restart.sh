@@ -15,8 +15,7 @@ lazy_pull "$obd"
 first=$(lazy_id first)
 lazy_run -d first "$obd" /bin/sh -c 'echo kept-by-first > /kept; while :; do sleep 1; done' >/dev/null
 wait_until 30 "$first to run" task_is "$first" RUNNING
-upper=$(bctr snapshots --snapshotter dadi mounts /rootfs "$first" | tr ',' '\n' |
-  sed -n 's/^upperdir=//p')
+read -r upper _ < <(snapshot_dirs "$first")
 [ -n "$upper" ] || fail "no upperdir in the mounts of $first"
 # shellcheck disable=SC2317 # called through wait_until
 kept() { [ "$(cat "$upper/kept" 2>/dev/null)" = kept-by-first ]; }
