@@ -1,12 +1,12 @@
 #include "snapshotter/config.h"
 
 #include <optional>
-#include <sstream>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "blockstore/daemon/daemon.h"
+#include "blockstore/daemon/flags.h"
 #include "snapshotter/remote_labels.h"
 #include "toml++/toml.h"
 
@@ -83,14 +83,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   app.set_version_flag("--version", "dadi-snapshotter 0.1.0");
 
   CommandLine out;
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    std::ostringstream os, err;
-    out.exit_code = app.exit(e, os, err);
-    out.message = os.str() + err.str();
-    return out;
-  }
+  out.exit_code = blockstore::daemon::ParseFlags(app, argc, argv, &out.message);
+  if (out.exit_code.has_value()) return out;
 
   absl::StatusOr<std::optional<blockstore::daemon::ConfigFile>> file =
       blockstore::daemon::ReadConfigFileIfPresent(config_path, kDefaultConfigPath);

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "blockstore/daemon/daemon.h"
+#include "blockstore/daemon/flags.h"
 #include "blockstore/remote/reference.h"
 #include "toml++/toml.h"
 
@@ -321,14 +322,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   app.set_version_flag("--version", "dadi-blockd 0.1.0");
 
   CommandLine out;
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    std::ostringstream os, err;
-    out.exit_code = app.exit(e, os, err);
-    out.message = os.str() + err.str();
-    return out;
-  }
+  out.exit_code = daemon::ParseFlags(app, argc, argv, &out.message);
+  if (out.exit_code.has_value()) return out;
 
   Config& c = out.config;
   absl::StatusOr<std::optional<daemon::ConfigFile>> file =
