@@ -4,15 +4,11 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "blockstore/remote/registry_client.h"
 #include "cli/commands.h"
 #include "cli/image_flags.h"

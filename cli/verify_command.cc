@@ -2,14 +2,11 @@
 // the tree of its source image with the layers applied (converter/verifier.h). Exit 0 when they
 // match, 1 with the list of differences (or an error).
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "blockstore/remote/registry_client.h"
 #include "cli/commands.h"
 #include "cli/image_flags.h"
