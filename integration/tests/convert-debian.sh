@@ -13,7 +13,7 @@ if [ "${DADI_CONTAINERD:-1.6}" != "${series%% *}" ]; then
   log "SKIP: independent of containerd, runs with containerd ${series%% *} only"
   exit 77
 fi
-dadi_bin=$DADI_BUILD_DIR/cli/dadi
+dadi_bin=$DADI_CLI_BIN
 [ -x "$dadi_bin" ] || { log "SKIP: $dadi_bin is not built"; exit 77; }
 
 src=$("$DADI_REPO_DIR/integration/images/build" debian | awk '$1 == "debian" {print $2}')/oci
