@@ -213,14 +213,23 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::MountsFor(const SnapshotRecord& 
 
 Snapshotter::~Snapshotter() {
   std::lock_guard lock(ahead_mu_);
-  for (std::thread& t : ahead_) t.join();
+  for (AheadAttach& a : ahead_) a.thread.join();
 }
 
 void Snapshotter::AttachAhead(int64_t top_id, std::string top_name, std::vector<RemoteLayer> stack,
                               StartupTraceRef trace) {
   std::lock_guard lock(ahead_mu_);
-  ahead_.emplace_back([this, top_id, top_name = std::move(top_name), stack = std::move(stack),
-                       trace = std::move(trace)] {
+  for (auto it = ahead_.begin(); it != ahead_.end();) {
+    if (!it->done->load()) {
+      ++it;
+      continue;
+    }
+    it->thread.join();
+    it = ahead_.erase(it);
+  }
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  std::thread thread([this, top_id, top_name = std::move(top_name), stack = std::move(stack),
+                      trace = std::move(trace), done] {
     std::shared_ptr<std::mutex> mu = AttachLock(top_id);
     std::lock_guard attach_lock(*mu);
     const std::string id = AttachId(top_name, top_id);
@@ -230,7 +239,9 @@ void Snapshotter::AttachAhead(int64_t top_id, std::string top_name, std::vector<
     } else {
       spdlog::info("attached {} ahead of its first container (startup trace {})", id, trace.digest);
     }
+    done->store(true);
   });
+  ahead_.push_back(AheadAttach{std::move(thread), std::move(done)});
 }
 
 void Snapshotter::ReleaseIfUnused(int64_t top_id, const std::string& top_name) {

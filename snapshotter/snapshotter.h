@@ -23,6 +23,7 @@
 // lock, so many calls proceed at once.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -133,9 +134,14 @@ class Snapshotter {
   std::mutex attach_locks_mu_;
   std::map<int64_t, std::shared_ptr<std::mutex>> attach_locks_;
   ReconcileReport report_;
-  // Attaches begun by pulls of traced images (AttachAhead), joined by the destructor.
+  // Attaches begun by pulls of traced images (AttachAhead): finished ones are joined by the
+  // next AttachAhead, the rest by the destructor.
+  struct AheadAttach {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
   std::mutex ahead_mu_;
-  std::vector<std::thread> ahead_;
+  std::vector<AheadAttach> ahead_;
 };
 
 }  // namespace dadi::snapshotter
