@@ -190,6 +190,25 @@ registry_range_gets() {
   registry_blob_gets "$@" | awk '{ for (i = 1; i < NF; i++) if ($i ~ /^HTTP\/[0-9.]+"$/) { if ($(i + 1) == 206) n++; break } } END { print n + 0 }'
 }
 
+# wait_registry_idle: waits (up to 120 s) until the registry log has not grown for 2 s (blockd's
+# readahead and a startup trace's prefetch are over); fails when it keeps growing.
+wait_registry_idle() {
+  _registry_idle_lines=-1
+  _registry_idle_since=0
+  # wait_until runs the check in this shell, so the state above persists between polls.
+  wait_until 120 "the registry to be idle" _registry_idle
+}
+_registry_idle() {
+  local n
+  n=$(registry_log_mark)
+  if [ "$n" != "$_registry_idle_lines" ]; then
+    _registry_idle_lines=$n
+    _registry_idle_since=$SECONDS
+    return 1
+  fi
+  [ $((SECONDS - _registry_idle_since)) -ge 2 ]
+}
+
 # blockd_devices: loop devices bound to files of this bed's blockd, and its ext4 mounts.
 blockd_devices() {
   losetup -n -l -O NAME,BACK-FILE 2>/dev/null | grep -F -- "$BED_DIR/blockd/" || true

@@ -17,25 +17,6 @@ PY=(python3 -c 'import json, sqlite3; print(1)')
 digests=$(registry_manifest "$obd" | jq -r '.layers[].digest')
 layers=$(image_layers_size_remote "$obd")
 
-# registry_idle: the registry log has not grown for 2 s (blockd's readahead and the trace's
-# prefetch are over). Poll with wait_until; its state lives in this shell.
-_idle_lines=-1
-_idle_since=0
-registry_idle() {
-  local n
-  n=$(registry_log_mark)
-  if [ "$n" != "$_idle_lines" ]; then
-    _idle_lines=$n
-    _idle_since=$SECONDS
-    return 1
-  fi
-  [ $((SECONDS - _idle_since)) -ge 2 ]
-}
-wait_registry_idle() {
-  _idle_lines=-1
-  wait_until 120 "the registry to be idle" registry_idle || fail "the registry is still busy"
-}
-
 # --- record ------------------------------------------------------------------------------------
 REGISTRY_LOG_FROM=$(($(registry_log_mark) + 1))
 lazy_pull "$obd"
@@ -46,7 +27,7 @@ bctr run -d --log-uri "file://$BED_DIR/trace-rec.out" --snapshotter dadi \
   --cgroup "/$BED_NS/trace-rec" "$obd" "$rec" "${PY[@]}" >/dev/null
 wait_until 60 "$rec to exit" task_is "$rec" STOPPED || fail "python3 did not exit"
 expect_eq "python3 output (recording)" 1 "$(cat "$BED_DIR/trace-rec.out")"
-wait_registry_idle
+wait_registry_idle || fail "the registry is still busy"
 # shellcheck disable=SC2086 # one digest per word
 first=$(registry_bytes_served $digests)
 log "recording run: $first of $layers bytes of the layer blobs served"
@@ -94,7 +75,7 @@ log "blockd: $(grep "startup trace $trace_digest" "$blockd_log" | tail -n 1)"
 grep -q "ahead of its first container (startup trace $trace_digest)" \
   "$BED_DIR/logs/dadi-snapshotter.log" ||
   fail "the pull did not attach ahead: $(grep -i ahead "$BED_DIR/logs/dadi-snapshotter.log")"
-wait_registry_idle
+wait_registry_idle || fail "the registry is still busy"
 [ -n "$(registry_blob_gets "$trace_digest")" ] || fail "the registry served no GET of the trace blob $trace_digest"
 # shellcheck disable=SC2086 # one digest per word
 second=$(registry_bytes_served $digests)
