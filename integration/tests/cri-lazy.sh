@@ -76,7 +76,6 @@ lazy_check_tree busybox "$busybox_src" "$busybox"
 lazy_check_tree debian "$debian_src" "$debian"
 
 # Teardown through CRI: the containers and the pod, then the images (the pause image too).
-chains=$(for ref in "$busybox" "$debian"; do image_chain_ids "$ref"; done)
 for c in "$bb" "$py"; do bcri stop "$c"; bcri rm "$c"; done
 bcri stopp "$pod"
 bcri rmp "$pod"
@@ -84,14 +83,5 @@ for ref in "$busybox" "$debian" "$BED_PAUSE_IMAGE"; do
   bcri rmi "$ref"
   ! bcri image "$ref" >/dev/null || fail "CRI still lists $ref after RemoveImage"
 done
-# shellcheck disable=SC2317 # called through wait_until
-remote_snapshots_gone() {
-  local chain
-  for chain in $chains; do
-    ! bctr snapshots --snapshotter dadi info "$chain" >/dev/null 2>&1 || return 1
-  done
-}
-wait_until 60 "the layer snapshots to be collected" remote_snapshots_gone ||
-  fail "layer snapshots left after RemoveImage: $(snapshot_keys)"
 expect_node_clean RemoveImage
 log "ok: containers, pod and images removed through CRI: no snapshot, device mount, loop device or FUSE file left"
