@@ -14,7 +14,7 @@ lazy_begin() {
   done
   LAZY_PULL=${LAZY_PULL:-$(lazy_pull_method "${DADI_CONTAINERD:-1.6}")}
   if [ "$LAZY_PULL" = cri ]; then
-    if ! /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null || ! command -v protoc >/dev/null; then
+    if ! cri_client_ready; then
       log "SKIP: CRI calls need python3-grpcio, python3-protobuf and protoc (deps/debian-packages.txt)"
       exit 77
     fi
@@ -38,6 +38,11 @@ lazy_pull_method() {
     1.6 | 1.7) echo cri ;;
     *) echo ctr ;;
   esac
+}
+
+# cri_client_ready: true when bcri can run (python3's grpc and protobuf modules, protoc).
+cri_client_ready() {
+  /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null && command -v protoc >/dev/null
 }
 
 # bcri COMMAND ARGS...: lib/cri.py (a tiny crictl) against this bed's CRI plugin; its generated
