@@ -88,18 +88,14 @@ cs_seq_image() {
   local debian=$1 dir
   dir=$DADI_CACHE_DIR/images/coldstart-seq200-$(cache_key "${BASH_SOURCE[0]}" "$debian")
   if [ ! -f "$dir/oci/index.json" ]; then
-    with_lock "$DADI_CACHE_DIR/images/.lock-coldstart-seq200" _cs_seq_build "$debian" "$dir" >&2
+    with_lock "$DADI_CACHE_DIR/images/.lock-coldstart-seq200" cache_build "$dir" _cs_seq_build "$debian" >&2
   fi
   echo "$dir"
 }
 
+# _cs_seq_build DEBIAN_DIR TMP: the image's layout into TMP/oci.
 _cs_seq_build() {
-  local debian=$1 dir=$2 tmp old start=$SECONDS
-  [ ! -f "$dir/oci/index.json" ] || return 0
-  tmp=$(mktemp -d "$DADI_CACHE_DIR/images/.build-coldstart-seq200-XXXXXX")
-  log "building the sequential-read image in $tmp"
-  # shellcheck disable=SC2064 # expand now: tmp is local
-  trap "rm -rf '$tmp'" EXIT
+  local debian=$1 tmp=$2
   cp -a "$debian/oci" "$tmp/oci"
   mkdir -p "$tmp/layer/data"
   # openssl dies of SIGPIPE when head has enough: not a failure.
@@ -111,13 +107,6 @@ _cs_seq_build() {
   umoci raw add-layer --image "$tmp/oci:seq200" --history.created_by "coldstart: $CS_SEQ_FILE, 200 MiB" "$tmp/layer.tar"
   umoci gc --layout "$tmp/oci"
   rm -rf "$tmp/layer" "$tmp/layer.tar"
-  trap - EXIT
-  rm -rf "$dir"
-  mv -T "$tmp" "$dir"
-  for old in "$DADI_CACHE_DIR/images/coldstart-seq200-"*; do
-    [ "$old" = "$dir" ] || rm -rf "$old"
-  done
-  log "built the sequential-read image in $((SECONDS - start))s: $dir"
 }
 
 # --- startup traces -------------------------------------------------------------------------

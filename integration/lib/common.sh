@@ -77,3 +77,30 @@ cache_key() {
 unix_socket_accepts() {
   python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()' "$1"
 }
+
+# cache_build DIR COMMAND...: builds the cache entry DIR (<name>-<key>) unless DIR/oci/index.json
+# exists: runs `COMMAND... TMP` in a temporary directory beside DIR, removed when COMMAND fails or
+# the build is interrupted, renames it to DIR on success and removes the entries of other keys
+# (<name>-*). Run it under with_lock (a subshell: its EXIT trap is the build's own).
+cache_build() {
+  local dir=$1 tmp old start=$SECONDS
+  shift
+  [ ! -f "$dir/oci/index.json" ] || return 0
+  mkdir -p "$(dirname "$dir")"
+  tmp=$(mktemp -d "$(dirname "$dir")/.build-$(basename "${dir%-*}")-XXXXXX")
+  log "building $(basename "${dir%-*}") in $tmp"
+  # shellcheck disable=SC2064 # expand now: tmp is local
+  trap "rm -rf '$tmp'" EXIT
+  # Not in a condition, so that errexit (when on) stops COMMAND at its first failing command.
+  local rc
+  "$@" "$tmp"
+  rc=$?
+  [ "$rc" -eq 0 ] || return "$rc"
+  trap - EXIT
+  rm -rf "$dir"
+  mv -T "$tmp" "$dir"
+  for old in "${dir%-*}"-*; do
+    [ "$old" = "$dir" ] || rm -rf "$old"
+  done
+  log "built $(basename "${dir%-*}") in $((SECONDS - start))s: $dir"
+}
