@@ -14,6 +14,13 @@
 
 namespace dadi::blockstore {
 
+// Bytes [offset, offset + length) of some file.
+struct ByteRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool operator==(const ByteRange& o) const { return offset == o.offset && length == o.length; }
+};
+
 // A file that is read at arbitrary offsets. Implementations are safe for concurrent use by
 // several threads: Pread has no file position.
 class RandomAccessFile {
