@@ -16,11 +16,11 @@ absl::StatusOr<std::shared_ptr<PrefetchedFile>> Prefetch(
   auto pf = std::make_shared<PrefetchedFile>(counted);
   uint64_t size = counted->Size();
   if (size <= o.head_bytes + o.tail_bytes) {
-    if (absl::Status s = pf->Prefetch(0, static_cast<size_t>(size)); !s.ok()) return s;
+    if (absl::Status s = pf->Preload(0, static_cast<size_t>(size)); !s.ok()) return s;
     return pf;
   }
-  if (absl::Status s = pf->Prefetch(0, o.head_bytes); !s.ok()) return s;
-  if (absl::Status s = pf->Prefetch(size - o.tail_bytes, o.tail_bytes); !s.ok()) return s;
+  if (absl::Status s = pf->Preload(0, o.head_bytes); !s.ok()) return s;
+  if (absl::Status s = pf->Preload(size - o.tail_bytes, o.tail_bytes); !s.ok()) return s;
   return pf;
 }
 

@@ -28,10 +28,13 @@ class OpenLayer::CountingBlob final : public RandomAccessFile {
     return got;
   }
   // Lets a reader that found bad bytes (a ZFile block failing its CRC) drop the node cache's
-  // copy and refetch. Deliberately without `override`: it overrides
-  // RandomAccessFile::Invalidate where the interface has it, and is harmless where not.
-  absl::Status Invalidate(uint64_t offset, uint64_t n) const {
+  // copy and refetch.
+  absl::Status Invalidate(uint64_t offset, uint64_t n) const override {
     return remote_->Invalidate(offset, n);
+  }
+  // The remote blob is where the bytes are (a prefetch fetches them there, uncounted here).
+  void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const override {
+    remote_->Locate(offset, n, out);
   }
   LayerCounters Counters() const {
     LayerCounters c;

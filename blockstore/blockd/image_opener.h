@@ -81,6 +81,9 @@ class OpenImage final : public RandomAccessFile {
   uint64_t Size() const override { return stack_->Size(); }
   absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override;
   std::string Name() const override { return stack_->Name(); }
+  void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const override {
+    stack_->Locate(offset, n, out);
+  }
 
   const std::vector<std::shared_ptr<const OpenLayer>>& layers() const { return layers_; }
   // The stack itself (reads through it are not counted as served bytes: prefetch uses it).

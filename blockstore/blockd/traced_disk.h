@@ -35,6 +35,9 @@ class TracedDisk final : public RandomAccessFile {
   absl::Status Invalidate(uint64_t offset, uint64_t n) const override {
     return disk_->Invalidate(offset, n);
   }
+  void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const override {
+    disk_->Locate(offset, n, out);
+  }
 
   // The trace so far.
   StartupTrace Trace() const {

@@ -3,10 +3,12 @@
 // or a fault-injecting file in tests without knowing which.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -19,6 +21,14 @@ struct ByteRange {
   uint64_t offset = 0;
   uint64_t length = 0;
   bool operator==(const ByteRange& o) const { return offset == o.offset && length == o.length; }
+};
+
+class RandomAccessFile;
+
+// Bytes of a file that stores them itself (the end of a chain of views): see Locate.
+struct FileExtent {
+  const RandomAccessFile* file = nullptr;
+  ByteRange range;
 };
 
 // A file that is read at arbitrary offsets. Implementations are safe for concurrent use by
@@ -49,6 +59,24 @@ class RandomAccessFile {
     (void)offset;
     (void)n;
     return absl::UnimplementedError(Name() + ": no cached copy to drop; the origin is local");
+  }
+
+  // Appends to `out` where the bytes a Pread of [offset, offset + n) would read are stored.
+  // Views (windows, layer stacks, compressed files) map the range onto the files they read and
+  // ask those in turn; a file that stores its own bytes names itself (the default). A
+  // prefetch uses it to fetch the stored bytes behind a disk range without reading, and so
+  // decompressing, them. Thread-safe like Pread.
+  virtual void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const {
+    if (offset >= Size() || n == 0) return;
+    out->push_back(FileExtent{this, ByteRange{offset, std::min<uint64_t>(n, Size() - offset)}});
+  }
+
+  // Brings `ranges` (sorted, disjoint) of this file close, so that reading them later costs
+  // no round trip: a remote file fetches the ones it lacks into its cache, in as few requests
+  // as it can. The default does nothing: the bytes are local. Thread-safe like Pread.
+  virtual absl::Status Prefetch(const std::vector<ByteRange>& ranges) const {
+    (void)ranges;
+    return absl::OkStatus();
   }
 };
 

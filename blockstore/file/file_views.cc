@@ -25,6 +25,10 @@ class SliceFile final : public RandomAccessFile {
     if (offset >= size_) return absl::OkStatus();  // nothing of the window to drop
     return base_->Invalidate(offset_ + offset, std::min<uint64_t>(n, size_ - offset));
   }
+  void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const override {
+    if (offset >= size_) return;
+    base_->Locate(offset_ + offset, std::min<uint64_t>(n, size_ - offset), out);
+  }
 
  private:
   std::shared_ptr<const RandomAccessFile> base_;
@@ -52,7 +56,7 @@ absl::StatusOr<size_t> CountingFile::Pread(uint64_t offset, size_t n, char* buf)
   return got;
 }
 
-absl::Status PrefetchedFile::Prefetch(uint64_t offset, size_t n) {
+absl::Status PrefetchedFile::Preload(uint64_t offset, size_t n) {
   uint64_t size = base_->Size();
   if (offset >= size) return absl::OkStatus();
   n = static_cast<size_t>(std::min<uint64_t>(n, size - offset));

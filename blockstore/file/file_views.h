@@ -31,6 +31,9 @@ class CountingFile final : public RandomAccessFile {
   absl::Status Invalidate(uint64_t offset, uint64_t n) const override {
     return base_->Invalidate(offset, n);
   }
+  void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const override {
+    base_->Locate(offset, n, out);
+  }
 
   uint64_t reads() const { return reads_.load(std::memory_order_relaxed); }
   uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
@@ -49,7 +52,7 @@ class PrefetchedFile final : public RandomAccessFile {
  public:
   explicit PrefetchedFile(std::shared_ptr<const RandomAccessFile> base) : base_(std::move(base)) {}
   // Reads [offset, offset + n) of base (clipped to its size) with one Pread and keeps it.
-  absl::Status Prefetch(uint64_t offset, size_t n);
+  absl::Status Preload(uint64_t offset, size_t n);
   // Forgets the prefetched ranges (their bytes have been parsed).
   void Clear() {
     absl::MutexLock lock(&mu_);
@@ -59,6 +62,9 @@ class PrefetchedFile final : public RandomAccessFile {
   absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override;
   std::string Name() const override { return base_->Name(); }
   absl::Status Invalidate(uint64_t offset, uint64_t n) const override;
+  void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const override {
+    base_->Locate(offset, n, out);
+  }
 
  private:
   struct Range {

@@ -62,6 +62,22 @@ absl::StatusOr<size_t> LayerStack::Pread(uint64_t offset, size_t n, char* buf) c
   return want;
 }
 
+void LayerStack::Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const {
+  if (offset >= size_ || n == 0) return;
+  const uint64_t stop = offset + std::min<uint64_t>(n, size_ - offset);
+  const uint64_t first = offset / kSectorSize;
+  const uint64_t last = (stop + kSectorSize - 1) / kSectorSize;
+  std::vector<SegmentMapping> pieces;
+  index_.Lookup(first, last - first, &pieces);
+  for (const SegmentMapping& p : pieces) {
+    uint64_t from = std::max(offset, p.offset * kSectorSize);
+    uint64_t to = std::min(stop, p.end() * kSectorSize);
+    if (from >= to || p.zeroed) continue;
+    files_[p.tag]->Locate(p.moffset * kSectorSize + (from - p.offset * kSectorSize), to - from,
+                          out);
+  }
+}
+
 std::string LayerStack::Name() const {
   return absl::StrCat("stack of ", layers_.size(), " layers (top ", layers_.back()->file().Name(),
                       ")");

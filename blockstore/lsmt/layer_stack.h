@@ -30,6 +30,9 @@ class LayerStack final : public RandomAccessFile {
   uint64_t Size() const override { return size_; }
   absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override;
   std::string Name() const override;
+  // The stored bytes of the layers' files that map the range (zeroed and unmapped sectors
+  // have none).
+  void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const override;
 
   const SegmentIndex& index() const { return index_; }
   const std::vector<std::shared_ptr<const SealedLayer>>& layers() const { return layers_; }

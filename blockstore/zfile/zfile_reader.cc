@@ -237,6 +237,15 @@ absl::StatusOr<size_t> ZFileReader::Pread(uint64_t offset, size_t n, char* buf) 
   return want;
 }
 
+void ZFileReader::Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const {
+  const uint64_t size = info_.original_file_size;
+  if (offset >= size || n == 0) return;
+  const uint64_t end = offset + std::min<uint64_t>(n, size - offset);
+  const uint64_t first = offset / info_.block_size;
+  const uint64_t last = (end - 1) / info_.block_size;
+  file_->Locate(offsets_[first], offsets_[last + 1] - offsets_[first], out);
+}
+
 absl::Status ZFileReader::VerifyAll() const {
   std::string stored;
   std::string scratch(info_.block_size, '\0');

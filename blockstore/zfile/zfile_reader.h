@@ -46,6 +46,8 @@ class ZFileReader final : public RandomAccessFile {
   // offset when the block is still bad (or the file cannot refetch it); the file's errors.
   absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override;
   std::string Name() const override { return file_->Name(); }
+  // The stored bytes of the blocks holding the range, in the compressed file.
+  void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const override;
 
   // The header as stored, and the structure holding the final fields (trailer or overwritten
   // header).

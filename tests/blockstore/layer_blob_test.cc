@@ -1,9 +1,14 @@
 #include "blockstore/blob/layer_blob.h"
 
+#include <algorithm>
 #include <random>
+#include <utility>
+#include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "blockstore/blob/layer_blob_writer.h"
 #include "blockstore/file/file_views.h"
+#include "blockstore/lsmt/layer_stack.h"
 #include "blockstore/lsmt/sealed_layer_writer.h"
 #include "blockstore/zfile/zfile_writer.h"
 #include "gtest/gtest.h"
@@ -31,6 +36,95 @@ std::string MakeBlob(size_t mib, bool overwrite_header) {
                              overwrite_header ? &(*zw)->final_header() : nullptr, &blob)
                   .ok());
   return blob.data();
+}
+
+// Records the byte ranges each Pread returned.
+class RecordingFile final : public RandomAccessFile {
+ public:
+  explicit RecordingFile(std::string data) : base_(NewMemoryFile(std::move(data))) {}
+  uint64_t Size() const override { return base_->Size(); }
+  absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override {
+    absl::StatusOr<size_t> got = base_->Pread(offset, n, buf);
+    if (got.ok() && *got > 0) {
+      absl::MutexLock lock(&mu_);
+      reads_.push_back(ByteRange{offset, *got});
+    }
+    return got;
+  }
+  std::string Name() const override { return "recording"; }
+  std::vector<ByteRange> TakeReads() const {
+    absl::MutexLock lock(&mu_);
+    return std::exchange(reads_, {});
+  }
+
+ private:
+  std::unique_ptr<RandomAccessFile> base_;
+  mutable absl::Mutex mu_;
+  mutable std::vector<ByteRange> reads_ ABSL_GUARDED_BY(mu_);
+};
+
+// The bytes covered by `ranges`, as a sorted list of disjoint ranges.
+std::vector<ByteRange> Union(std::vector<ByteRange> ranges) {
+  std::sort(ranges.begin(), ranges.end(),
+            [](const ByteRange& a, const ByteRange& b) { return a.offset < b.offset; });
+  std::vector<ByteRange> out;
+  for (const ByteRange& r : ranges) {
+    if (!out.empty() && r.offset <= out.back().offset + out.back().length) {
+      out.back().length =
+          std::max(out.back().offset + out.back().length, r.offset + r.length) - out.back().offset;
+    } else {
+      out.push_back(r);
+    }
+  }
+  return out;
+}
+
+// Locate names exactly the stored bytes a read of the stack would read, in the blob of the
+// layer that maps each part of the range: two layers, where the upper one hides part of the
+// lower one and unmapped sectors store nothing.
+TEST(LayerBlobTest, LocateNamesTheStoredBytesAReadTouches) {
+  // Lower: MiB 0, 2, 4 mapped. Upper: MiB 0 and 2 of its own, so the lower layer only serves
+  // MiB 4 (and MiB 1, 3 are unmapped in both).
+  const std::string lower = MakeBlob(3, true);
+  const std::string upper = MakeBlob(2, false);
+  const std::vector<ByteRange> disk_ranges = {
+      {0, 4096},                 // the upper layer's first block
+      {(1 << 20) - 100, 200},    // across the end of a mapped MiB into an unmapped one
+      {(3 << 20) + 5, 1 << 20},  // unmapped MiB 3 then the lower layer's MiB 4
+      {(2 << 20) + 70000, 300000},
+      {(6 << 20), 4096},  // unmapped everywhere
+  };
+  for (const ByteRange& want : disk_ranges) {
+    // Fresh readers per range, so no decompressed block is cached from an earlier read.
+    auto lower_file = std::make_shared<RecordingFile>(lower);
+    auto upper_file = std::make_shared<RecordingFile>(upper);
+    auto lb = LayerBlob::Open(lower_file);
+    auto ub = LayerBlob::Open(upper_file);
+    ASSERT_TRUE(lb.ok() && ub.ok());
+    auto stack = LayerStack::Create({(*lb)->layer(), (*ub)->layer()});
+    ASSERT_TRUE(stack.ok());
+    lower_file->TakeReads();
+    upper_file->TakeReads();
+
+    std::vector<FileExtent> extents;
+    (*stack)->Locate(want.offset, want.length, &extents);
+    std::vector<ByteRange> located_lower, located_upper;
+    for (const FileExtent& e : extents) {
+      ASSERT_TRUE(e.file == lower_file.get() || e.file == upper_file.get()) << e.file->Name();
+      (e.file == lower_file.get() ? located_lower : located_upper).push_back(e.range);
+    }
+    std::string buf(want.length, '\0');
+    ASSERT_TRUE((*stack)->Pread(want.offset, want.length, buf.data()).ok());
+    EXPECT_EQ(Union(located_lower), Union(lower_file->TakeReads())) << want.offset;
+    EXPECT_EQ(Union(located_upper), Union(upper_file->TakeReads())) << want.offset;
+    if (want.offset == 6 << 20) {
+      EXPECT_TRUE(extents.empty());
+    }
+    if (want.offset == (3 << 20) + 5) {
+      EXPECT_TRUE(located_upper.empty());
+      EXPECT_FALSE(located_lower.empty());
+    }
+  }
 }
 
 TEST(LayerBlobTest, OpensInTwoReadsAndReportsCost) {

@@ -449,7 +449,7 @@ TEST_F(ZFileIntegrityTest, ViewsForwardInvalidate) {
       kPrefix + start_ + len_ / 2, 1);
   auto counting = std::make_shared<CountingFile>(bad);
   auto prefetched = std::make_shared<PrefetchedFile>(counting);
-  ASSERT_TRUE(prefetched->Prefetch(0, kPrefix + z_.size()).ok());
+  ASSERT_TRUE(prefetched->Preload(0, kPrefix + z_.size()).ok());
   EXPECT_EQ(bad->corrupted(), 1);  // the prefetched copy is the bad one
   auto slice = NewSliceFile(prefetched, kPrefix, z_.size());
   ASSERT_TRUE(slice.ok()) << slice.status();
