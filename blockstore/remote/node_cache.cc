@@ -218,8 +218,15 @@ absl::Status CachedBlob::FetchRun(uint64_t first, uint64_t count, const UnitFetc
   spdlog::trace("node cache: fetched {} {}+{}: {:.2f} ms", digest_, offset, len,
                 absl::ToDoubleMilliseconds(absl::Now() - start));
   cache_->fetch_requests_.fetch_add(1, std::memory_order_relaxed);
+  return StoreRun(first, count, std::move(s), buf.get());
+}
+
+absl::Status CachedBlob::StoreRun(uint64_t first, uint64_t count, absl::Status s,
+                                  const char* data) {
+  const uint64_t offset = first * unit_;
+  const uint64_t len = std::min(count * unit_, size_ - offset);
   if (s.ok()) {
-    s = PwriteFull(data_fd_.get(), buf.get(), len, offset, dir_ + "/data");
+    s = PwriteFull(data_fd_.get(), data, len, offset, dir_ + "/data");
   }
   // The bytes are readable now (page cache); they become durable, and only then get their map
   // bits, in the next Flush.
@@ -250,6 +257,64 @@ absl::Status CachedBlob::FetchRun(uint64_t first, uint64_t count, const UnitFetc
   }
   if (flush) cache_->RequestFlush();
   return s;
+}
+
+absl::Status CachedBlob::Prefetch(const std::vector<ByteRange>& ranges, const RangesFetcher& fetch,
+                                  size_t max_runs) {
+  struct Run {
+    uint64_t first;
+    uint64_t count;
+  };
+  std::vector<Run> runs;
+  {
+    absl::MutexLock lock(&mu_);
+    const uint64_t tick = cache_->Tick();
+    for (const ByteRange& r : ranges) {
+      if (r.length == 0 || r.offset >= size_) continue;
+      const uint64_t last = (std::min(r.offset + r.length, size_) - 1) / unit_;
+      for (uint64_t u = r.offset / unit_; u <= last; ++u) {
+        last_access_[u] = tick;
+        if (TestBit(u) || inflight_.count(u) != 0) continue;
+        inflight_[u] = std::make_shared<Inflight>();
+        if (!runs.empty() && runs.back().first + runs.back().count == u) {
+          ++runs.back().count;
+        } else {
+          runs.push_back(Run{u, 1});
+        }
+      }
+    }
+  }
+  max_runs = std::max<size_t>(max_runs, 1);
+  absl::Status first_error;
+  std::string buf;
+  for (size_t i = 0; i < runs.size(); i += max_runs) {
+    const size_t j = std::min(runs.size(), i + max_runs);
+    std::vector<ByteRange> want;
+    uint64_t total = 0;
+    for (size_t k = i; k < j; ++k) {
+      const uint64_t offset = runs[k].first * unit_;
+      want.push_back(ByteRange{offset, std::min(runs[k].count * unit_, size_ - offset)});
+      total += want.back().length;
+    }
+    // Once a fetch failed, the remaining claims are released with its error: their readers
+    // fetch them themselves.
+    absl::Status s = first_error;
+    if (s.ok()) {
+      buf.resize(total);
+      const absl::Time start = absl::Now();
+      s = fetch(want, buf.data());
+      spdlog::trace("node cache: prefetched {} runs of {} ({} bytes): {:.2f} ms", j - i, digest_,
+                    total, absl::ToDoubleMilliseconds(absl::Now() - start));
+      cache_->fetch_requests_.fetch_add(1, std::memory_order_relaxed);
+    }
+    uint64_t at = 0;
+    for (size_t k = i; k < j; ++k) {
+      absl::Status stored = StoreRun(runs[k].first, runs[k].count, s, buf.data() + at);
+      at += want[k - i].length;
+      if (!stored.ok() && first_error.ok()) first_error = stored;
+    }
+  }
+  return first_error;
 }
 
 absl::Status CachedBlob::EnsureLocked(uint64_t first, uint64_t last, uint64_t window,

@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "blockstore/file/file.h"
 #include "blockstore/file/unique_fd.h"
 
 namespace dadi::blockstore {
@@ -61,6 +62,9 @@ inline constexpr uint64_t kReadaheadMinRun = 256 << 10;
 
 // Reads `len` bytes at `offset` of the blob from its origin into `buf` (exactly).
 using UnitFetcher = std::function<absl::Status(uint64_t offset, size_t len, char* buf)>;
+// Reads `ranges` (sorted, disjoint) of the blob from its origin into `buf`, one after another,
+// in one request where the origin allows.
+using RangesFetcher = std::function<absl::Status(const std::vector<ByteRange>& ranges, char* buf)>;
 
 // The cache state of one blob, shared by all readers of that blob.
 class CachedBlob : public std::enable_shared_from_this<CachedBlob> {
@@ -80,6 +84,12 @@ class CachedBlob : public std::enable_shared_from_this<CachedBlob> {
   // `fetch` must stay callable after Read returns (it is copied into the background fetch).
   absl::StatusOr<size_t> Read(uint64_t offset, size_t n, char* buf, const UnitFetcher& fetch,
                               uint64_t max_readahead);
+  // Fetches the units overlapping `ranges` (sorted) that are neither present nor being
+  // fetched, in that order, `max_runs` runs of adjacent units per call of `fetch`. Units
+  // present or in flight are skipped, not waited for; readers of a unit being prefetched wait
+  // for it instead of fetching it again.
+  absl::Status Prefetch(const std::vector<ByteRange>& ranges, const RangesFetcher& fetch,
+                        size_t max_runs);
   // Makes units [first, last] present (used by the background download).
   absl::Status EnsureUnits(uint64_t first, uint64_t last, const UnitFetcher& fetch);
   // Drops every unit overlapping [offset, offset+len) so the next read refetches it.
@@ -118,6 +128,9 @@ class CachedBlob : public std::enable_shared_from_this<CachedBlob> {
   }
   absl::Status WriteMapByte(uint64_t u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FetchRun(uint64_t first, uint64_t count, const UnitFetcher& fetch);
+  // Stores the claimed units [first, first + count) from `data` when `fetched` is OK, then
+  // hands `fetched` (or the store's error) to the readers waiting for them.
+  absl::Status StoreRun(uint64_t first, uint64_t count, absl::Status fetched, const char* data);
   absl::Status EnsureLocked(uint64_t first, uint64_t last, uint64_t window,
                             const UnitFetcher& fetch) ABSL_SHARED_LOCKS_REQUIRED(evict_mu_);
   // Evicts the given units (evict_mu_ held exclusively by the caller). Returns bytes freed.

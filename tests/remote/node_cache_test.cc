@@ -45,6 +45,27 @@ class Origin {
       return absl::OkStatus();
     };
   }
+  // Serves several ranges per request, as a multi-range GET does (counted apart from
+  // requests()).
+  RangesFetcher RangesFetcherFor() {
+    return [this](const std::vector<ByteRange>& ranges, char* buf) -> absl::Status {
+      range_requests_++;
+      for (const ByteRange& r : ranges) {
+        if (fail_from_ >= 0 && r.offset >= static_cast<uint64_t>(fail_from_)) {
+          return absl::UnavailableError("injected origin failure");
+        }
+        if (r.offset + r.length > data_.size()) return absl::OutOfRangeError("past end");
+        std::memcpy(buf, data_.data() + r.offset, r.length);
+        buf += r.length;
+        std::lock_guard<std::mutex> lock(mu_);
+        for (uint64_t u = r.offset / kUnit; u <= (r.offset + r.length - 1) / kUnit; ++u) {
+          ++per_unit_[u];
+        }
+      }
+      return absl::OkStatus();
+    };
+  }
+  int range_requests() const { return range_requests_.load(); }
   int requests() const { return requests_.load(); }
   int UnitFetches(uint64_t u) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -56,6 +77,7 @@ class Origin {
  private:
   std::string data_;
   std::atomic<int> requests_{0};
+  std::atomic<int> range_requests_{0};
   std::atomic<int64_t> fail_from_{-1};
   std::mutex mu_;
   std::map<uint64_t, int> per_unit_;
@@ -240,6 +262,57 @@ TEST(NodeCacheTest, ConcurrentReadersShareFetches) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(mismatches.load(), 0);
   for (uint64_t u = 0; u < 16; ++u) EXPECT_LE(origin.UnitFetches(u), 1) << u;
+}
+
+// A prefetch fetches the missing units of its ranges as runs, max_runs per request, skipping
+// present ones; reads afterwards fetch nothing.
+TEST(NodeCacheTest, PrefetchFetchesMissingRunsInFewRequests) {
+  testing::ScratchDir dir("remote-cache");
+  Origin origin(RandomBytes(40 * kUnit + 99, 7));
+  auto cache = OpenCache(dir.path());
+  auto blob = cache->Blob(Sha256Digest(origin.data()), origin.data().size());
+  ASSERT_TRUE(blob.ok());
+  auto f = origin.Fetcher();
+  ReadRange(**blob, 4 * kUnit, 10, f);  // unit 4 present beforehand
+  ASSERT_EQ(origin.requests(), 1);
+  // Units 0-1 | 4 (present) | 6 | 8-9 (two ranges touching) | 20 | 30 | 40 (the short tail).
+  const std::vector<ByteRange> ranges = {
+      {10, kUnit},        {4 * kUnit + 1, 5},     {6 * kUnit + 7, 9},
+      {8 * kUnit, kUnit}, {9 * kUnit, kUnit / 2}, {20 * kUnit + 3, 1},
+      {30 * kUnit, 1},    {40 * kUnit, 99}};
+  ASSERT_TRUE((*blob)->Prefetch(ranges, origin.RangesFetcherFor(), /*max_runs=*/3).ok());
+  EXPECT_EQ(origin.range_requests(), 2);  // 6 runs, 3 per request
+  for (uint64_t u : {0, 1, 6, 8, 9, 20, 30, 40}) EXPECT_EQ(origin.UnitFetches(u), 1) << u;
+  EXPECT_EQ(origin.UnitFetches(4), 1);
+  EXPECT_EQ(origin.UnitFetches(5), 0);
+  const int before = origin.requests();
+  for (const ByteRange& r : ranges) {
+    EXPECT_EQ(ReadRange(**blob, r.offset, r.length, f), origin.data().substr(r.offset, r.length));
+  }
+  EXPECT_EQ(origin.requests(), before);
+  // Everything present: nothing to ask for.
+  ASSERT_TRUE((*blob)->Prefetch(ranges, origin.RangesFetcherFor(), 3).ok());
+  EXPECT_EQ(origin.range_requests(), 2);
+}
+
+// A failed prefetch caches nothing and leaves no unit claimed: readers fetch them themselves.
+TEST(NodeCacheTest, FailedPrefetchReleasesItsUnits) {
+  testing::ScratchDir dir("remote-cache");
+  Origin origin(RandomBytes(10 * kUnit, 8));
+  auto cache = OpenCache(dir.path());
+  auto blob = cache->Blob(Sha256Digest(origin.data()), origin.data().size());
+  ASSERT_TRUE(blob.ok());
+  origin.FailFrom(2 * kUnit);
+  absl::Status s = (*blob)->Prefetch({{0, kUnit}, {3 * kUnit, 1}, {5 * kUnit, 1}, {7 * kUnit, 1}},
+                                     origin.RangesFetcherFor(), 2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_EQ(origin.range_requests(), 1);  // the second batch is not sent after the first failed
+  EXPECT_EQ((*blob)->PresentUnits(), 0u);
+  origin.FailFrom(-1);
+  auto f = origin.Fetcher();
+  for (uint64_t u : {0, 3, 5, 7}) {
+    EXPECT_EQ(ReadRange(**blob, u * kUnit, 10, f), origin.data().substr(u * kUnit, 10)) << u;
+  }
 }
 
 TEST(NodeCacheTest, SequentialReadsReadAhead) {
