@@ -1,5 +1,7 @@
 #include "blockstore/remote/http_parse.h"
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -198,6 +200,188 @@ absl::StatusOr<ContentRange> ParseContentRange(absl::string_view value) {
     out.total = *t;
   }
   return out;
+}
+
+absl::StatusOr<std::string> ParseMultipartBoundary(absl::string_view content_type) {
+  if (content_type.size() > kMaxHeaderValue) {
+    return absl::InvalidArgumentError(absl::StrCat("Content-Type: header is ", content_type.size(),
+                                                   " bytes (max ", kMaxHeaderValue, ")"));
+  }
+  absl::string_view s = content_type;
+  SkipSpace(s);
+  absl::string_view type = TakeToken(s);
+  if (!absl::ConsumePrefix(&s, "/")) {
+    return absl::InvalidArgumentError("Content-Type: expected type/subtype");
+  }
+  absl::string_view subtype = TakeToken(s);
+  if (!absl::EqualsIgnoreCase(type, "multipart") ||
+      !absl::EqualsIgnoreCase(subtype, "byteranges")) {
+    return absl::InvalidArgumentError(absl::StrCat("Content-Type: \"", content_type.substr(0, 100),
+                                                   "\" is not multipart/byteranges"));
+  }
+  std::optional<std::string> boundary;
+  while (true) {
+    SkipSpace(s);
+    if (s.empty()) break;
+    if (!absl::ConsumePrefix(&s, ";")) {
+      return absl::InvalidArgumentError("Content-Type: expected ';' before a parameter");
+    }
+    SkipSpace(s);
+    if (s.empty()) break;  // a trailing ';'
+    absl::string_view name = TakeToken(s);
+    SkipSpace(s);
+    if (name.empty() || !absl::ConsumePrefix(&s, "=")) {
+      return absl::InvalidArgumentError("Content-Type: expected name=value parameter");
+    }
+    SkipSpace(s);
+    std::string value;
+    if (absl::ConsumePrefix(&s, "\"")) {
+      bool closed = false;
+      while (!s.empty()) {
+        char c = s.front();
+        s.remove_prefix(1);
+        if (c == '\\') {
+          if (s.empty()) break;
+          value.push_back(s.front());
+          s.remove_prefix(1);
+        } else if (c == '"') {
+          closed = true;
+          break;
+        } else {
+          value.push_back(c);
+        }
+      }
+      if (!closed) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Content-Type: unterminated quoted value of parameter \"", name, "\""));
+      }
+    } else {
+      value = std::string(TakeToken(s));
+      if (value.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Content-Type: parameter \"", name, "\" has no value"));
+      }
+    }
+    if (absl::EqualsIgnoreCase(name, "boundary")) {
+      if (boundary) return absl::InvalidArgumentError("Content-Type: two boundary parameters");
+      boundary = std::move(value);
+    }
+  }
+  if (!boundary) return absl::InvalidArgumentError("Content-Type: no boundary parameter");
+  if (boundary->empty() || boundary->size() > 70) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Content-Type: boundary is ", boundary->size(), " characters (1..70)"));
+  }
+  for (char c : *boundary) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError("Content-Type: control character in boundary");
+    }
+  }
+  if (boundary->back() == ' ') {
+    return absl::InvalidArgumentError("Content-Type: boundary ends with a space");
+  }
+  return *boundary;
+}
+
+absl::StatusOr<std::vector<BytesPart>> ParseMultipartByteranges(absl::string_view body,
+                                                                absl::string_view boundary) {
+  if (boundary.empty() || boundary.size() > 70) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("multipart: boundary is ", boundary.size(), " characters (1..70)"));
+  }
+  const std::string delimiter = absl::StrCat("--", boundary);
+  const std::string next_delimiter = absl::StrCat("\r\n", delimiter);
+  // The first delimiter opens the body or follows a preamble on a line of its own.
+  size_t pos = 0;
+  if (!absl::StartsWith(body, delimiter)) {
+    pos = body.find(next_delimiter);
+    if (pos == absl::string_view::npos) {
+      return absl::InvalidArgumentError("multipart: no delimiter line in the body");
+    }
+    pos += 2;
+  }
+  std::vector<BytesPart> parts;
+  while (true) {
+    // At a delimiter: "--boundary" then "--" (close) or transport padding and CRLF.
+    pos += delimiter.size();
+    absl::string_view rest = body.substr(pos);
+    if (absl::StartsWith(rest, "--")) break;  // the close delimiter; the epilogue is ignored
+    if (parts.size() == kMaxMultipartParts) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("multipart: more than ", kMaxMultipartParts, " parts"));
+    }
+    size_t line_end = rest.substr(0, kMaxMultipartPartHeaderBytes).find("\r\n");
+    if (line_end == absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("multipart: delimiter line of part ", parts.size() + 1, " does not end"));
+    }
+    for (char c : rest.substr(0, line_end)) {
+      if (c != ' ' && c != '\t') {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "multipart: unexpected character after the delimiter of part ", parts.size() + 1));
+      }
+    }
+    // Part headers up to an empty line, within kMaxMultipartPartHeaderBytes.
+    size_t header_bytes = delimiter.size() + line_end + 2;
+    pos += line_end + 2;
+    std::optional<ContentRange> range;
+    while (true) {
+      rest = body.substr(pos);
+      size_t budget =
+          kMaxMultipartPartHeaderBytes - std::min(header_bytes, kMaxMultipartPartHeaderBytes);
+      line_end = rest.substr(0, budget).find("\r\n");
+      if (line_end == absl::string_view::npos) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("multipart: headers of part ", parts.size() + 1,
+                         rest.size() < budget
+                             ? " are cut short"
+                             : absl::StrCat(" exceed ", kMaxMultipartPartHeaderBytes, " bytes")));
+      }
+      header_bytes += line_end + 2;
+      pos += line_end + 2;
+      if (line_end == 0) break;
+      std::optional<std::pair<std::string, std::string>> h =
+          ParseHeaderLine(rest.substr(0, line_end));
+      if (!h) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("multipart: malformed header line in part ", parts.size() + 1));
+      }
+      if (h->first != "content-range") continue;
+      if (range) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("multipart: part ", parts.size() + 1, " has two Content-Range headers"));
+      }
+      absl::StatusOr<ContentRange> cr = ParseContentRange(h->second);
+      if (!cr.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("multipart: part ", parts.size() + 1, ": ", cr.status().message()));
+      }
+      range = *cr;
+    }
+    if (!range) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("multipart: part ", parts.size() + 1, " has no Content-Range"));
+    }
+    // The part's bytes, exactly as many as its Content-Range says, then the next delimiter.
+    rest = body.substr(pos);
+    const uint64_t span = range->last - range->first;  // length - 1, cannot overflow
+    if (span >= rest.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("multipart: part ", parts.size() + 1, " (bytes ", range->first, "-",
+                       range->last, ") is cut short: ", rest.size(), " bytes left"));
+    }
+    const size_t length = static_cast<size_t>(span) + 1;
+    if (!absl::StartsWith(rest.substr(length), next_delimiter)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "multipart: part ", parts.size() + 1, " (bytes ", range->first, "-", range->last,
+          ") is not followed by a delimiter: wrong length or no close "
+          "delimiter"));
+    }
+    parts.push_back(BytesPart{range->first, range->last, rest.substr(0, length)});
+    pos += length + 2;
+  }
+  if (parts.empty()) return absl::InvalidArgumentError("multipart: no parts");
+  return parts;
 }
 
 std::optional<absl::Duration> ParseRetryAfter(absl::string_view value, absl::Time now) {

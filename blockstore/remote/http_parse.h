@@ -1,6 +1,7 @@
 // Parsers of HTTP bytes that come from a registry or a proxy: header lines, WWW-Authenticate
-// challenges, Content-Range, Retry-After. Each bounds-checks its input and fails with
-// INVALID_ARGUMENT saying what was wrong; none needs libcurl (they are fuzzed alone).
+// challenges, Content-Range, multipart/byteranges bodies, Retry-After. Each bounds-checks its input
+// and fails with INVALID_ARGUMENT saying what was wrong; none needs libcurl (they are fuzzed
+// alone).
 #pragma once
 
 #include <cstdint>
@@ -43,6 +44,27 @@ struct ContentRange {
   std::optional<uint64_t> total;  // absent for "*"
 };
 absl::StatusOr<ContentRange> ParseContentRange(absl::string_view value);
+
+// A `206 multipart/byteranges` answer to a multi-range GET (RFC 7233 appendix A, RFC 2046
+// §5.1.1): parts separated by "\r\n--boundary", each with its own headers (a Content-Range among
+// them), closed by "\r\n--boundary--". Preamble and epilogue are ignored.
+constexpr size_t kMaxMultipartParts = 4096;
+// Header bytes of one part, its delimiter line included.
+constexpr size_t kMaxMultipartPartHeaderBytes = 4096;
+
+// One part of a multipart/byteranges body: its Content-Range and its bytes (a view into the body).
+struct BytesPart {
+  uint64_t first = 0;
+  uint64_t last = 0;  // inclusive
+  absl::string_view data;
+};
+// The boundary parameter of a `multipart/byteranges; boundary=...` Content-Type (quoted or not,
+// 1..70 characters); INVALID_ARGUMENT for another media type or no boundary.
+absl::StatusOr<std::string> ParseMultipartBoundary(absl::string_view content_type);
+// The parts of a multipart/byteranges body delimited by `boundary`, in body order. Each part must
+// carry a Content-Range whose length matches its bytes; at most kMaxMultipartParts parts.
+absl::StatusOr<std::vector<BytesPart>> ParseMultipartByteranges(absl::string_view body,
+                                                                absl::string_view boundary);
 
 // `Retry-After`: delta-seconds or an HTTP-date (relative to `now`). Negative or past dates are
 // zero; std::nullopt when unparseable.

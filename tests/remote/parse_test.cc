@@ -1,6 +1,11 @@
-// Parsers of outside bytes: references, WWW-Authenticate, Content-Range, Retry-After, manifests,
-// docker config.json, token responses, registry config.
+// Parsers of outside bytes: references, WWW-Authenticate, Content-Range, multipart/byteranges,
+// Retry-After, manifests, docker config.json, token responses, registry config.
 #include <gtest/gtest.h>
+
+#include <tuple>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 #include "blockstore/remote/auth.h"
 #include "blockstore/remote/digest.h"
@@ -126,6 +131,114 @@ TEST(HttpParseTest, ContentRangeAndRetryAfter) {
   EXPECT_EQ(u->path_and_query, "/v2/x?y=1");
   EXPECT_FALSE(ParseHttpUrl("ftp://x").ok());
   EXPECT_FALSE(ParseHttpUrl("https://user:pw@host/").ok());
+}
+
+// A multipart/byteranges body as Go's http.ServeContent writes it.
+std::string GoMultipart(const std::string& boundary,
+                        const std::vector<std::tuple<uint64_t, std::string>>& parts,
+                        uint64_t total) {
+  std::string out;
+  for (const auto& [first, data] : parts) {
+    absl::StrAppend(&out, "--", boundary, "\r\nContent-Range: bytes ", first, "-",
+                    first + data.size() - 1, "/", total,
+                    "\r\nContent-Type: application/octet-stream\r\n\r\n", data, "\r\n");
+  }
+  absl::StrAppend(&out, "--", boundary, "--\r\n");
+  return out;
+}
+
+TEST(MultipartTest, Boundary) {
+  EXPECT_EQ(*ParseMultipartBoundary("multipart/byteranges; boundary=3d6b6a416f9b5"),
+            "3d6b6a416f9b5");
+  EXPECT_EQ(*ParseMultipartBoundary("Multipart/ByteRanges;charset=x;BOUNDARY=\"a b:c\""), "a b:c");
+  EXPECT_EQ(*ParseMultipartBoundary("multipart/byteranges ; boundary = \"q\\\"x\" ;"), "q\"x");
+  EXPECT_EQ(
+      *ParseMultipartBoundary(std::string("multipart/byteranges;boundary=") + std::string(70, 'b')),
+      std::string(70, 'b'));
+  for (const std::string& bad : std::vector<std::string>{
+           "application/octet-stream", "multipart/mixed; boundary=x", "multipart/byteranges",
+           "multipart/byteranges; charset=x",
+           "multipart/byteranges; boundary=", "multipart/byteranges; boundary=\"\"",
+           "multipart/byteranges; boundary=\"abc", "multipart/byteranges; boundary=\"a \"",
+           "multipart/byteranges boundary=x", "multipart/byteranges; boundary=x; boundary=y",
+           "multipart/byteranges;boundary=" + std::string(71, 'b')}) {
+    absl::StatusOr<std::string> b = ParseMultipartBoundary(bad);
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(MultipartTest, GoStyleBody) {
+  std::string a(100, 'a'), b = "--frontier\r\n--frontier--", c(1, 'c');
+  absl::StatusOr<std::vector<BytesPart>> parts = ParseMultipartByteranges(
+      GoMultipart("frontier", {{0, a}, {500, b}, {999, c}}, 1000), "frontier");
+  ASSERT_TRUE(parts.ok()) << parts.status();
+  ASSERT_EQ(parts->size(), 3u);
+  EXPECT_EQ((*parts)[0].first, 0u);
+  EXPECT_EQ((*parts)[0].last, 99u);
+  EXPECT_EQ((*parts)[0].data, a);
+  EXPECT_EQ((*parts)[1].first, 500u);
+  EXPECT_EQ((*parts)[1].data, b);  // the boundary inside the data is data
+  EXPECT_EQ((*parts)[2].first, 999u);
+  EXPECT_EQ((*parts)[2].last, 999u);
+  EXPECT_EQ((*parts)[2].data, c);
+}
+
+TEST(MultipartTest, PreambleEpiloguePaddingAndOptionalHeaders) {
+  std::string body =
+      "This is a preamble.\r\n--b \t\r\ncontent-range:bytes 10-12/*\r\n\r\nxyz\r\n--b\r\n"
+      "X-Other: 1\r\nCONTENT-RANGE: bytes 20-21/30\r\n\r\npq\r\n--b-- \r\nepilogue\r\n";
+  absl::StatusOr<std::vector<BytesPart>> parts = ParseMultipartByteranges(body, "b");
+  ASSERT_TRUE(parts.ok()) << parts.status();
+  ASSERT_EQ(parts->size(), 2u);
+  EXPECT_EQ((*parts)[0].first, 10u);
+  EXPECT_EQ((*parts)[0].data, "xyz");
+  EXPECT_EQ((*parts)[1].first, 20u);
+  EXPECT_EQ((*parts)[1].last, 21u);
+  EXPECT_EQ((*parts)[1].data, "pq");
+}
+
+TEST(MultipartTest, RejectsMalformedBodies) {
+  const std::string good = GoMultipart("B", {{0, "hello"}, {10, "world"}}, 20);
+  ASSERT_TRUE(ParseMultipartByteranges(good, "B").ok());
+  std::vector<std::pair<std::string, std::string>> bad = {
+      {"truncated data", good.substr(0, good.find("world") + 2)},
+      {"no close delimiter", good.substr(0, good.rfind("--B--"))},
+      {"close cut", good.substr(0, good.size() - 4)},
+      {"wrong length", "--B\r\nContent-Range: bytes 0-5/20\r\n\r\nhello\r\n--B--\r\n"},
+      {"short length", "--B\r\nContent-Range: bytes 0-3/20\r\n\r\nhello\r\n--B--\r\n"},
+      {"no Content-Range", "--B\r\nContent-Type: text/plain\r\n\r\nhello\r\n--B--\r\n"},
+      {"bad Content-Range", "--B\r\nContent-Range: bytes 5-0/20\r\n\r\nhello\r\n--B--\r\n"},
+      {"two Content-Range",
+       "--B\r\nContent-Range: bytes 0-4/20\r\nContent-Range: bytes 0-4/20\r\n\r\nhello\r\n--B--"},
+      {"header cut", "--B\r\nContent-Range: bytes 0-4/20\r\n"},
+      {"bad header line", "--B\r\nnot a header\r\n\r\nhello\r\n--B--\r\n"},
+      {"junk after delimiter", "--Bx\r\nContent-Range: bytes 0-4/20\r\n\r\nhello\r\n--B--\r\n"},
+      {"no delimiter", "hello"},
+      {"no parts", "--B--\r\n"},
+      {"empty", ""},
+      {"huge range", "--B\r\nContent-Range: bytes 0-18446744073709551614/*\r\n\r\nx\r\n--B--"},
+      {"headers too long", "--B\r\nX: " + std::string(5000, 'x') +
+                               "\r\nContent-Range: bytes 0-0/1\r\n\r\nx\r\n--B--\r\n"},
+  };
+  for (const auto& [what, body] : bad) {
+    absl::StatusOr<std::vector<BytesPart>> parts = ParseMultipartByteranges(body, "B");
+    EXPECT_EQ(parts.status().code(), absl::StatusCode::kInvalidArgument) << what;
+  }
+  EXPECT_FALSE(ParseMultipartByteranges(good, "").ok());
+  EXPECT_FALSE(ParseMultipartByteranges(good, std::string(71, 'B')).ok());
+}
+
+TEST(MultipartTest, PartCountIsBounded) {
+  std::vector<std::tuple<uint64_t, std::string>> parts;
+  for (uint64_t i = 0; i < kMaxMultipartParts; ++i) parts.emplace_back(i, "x");
+  std::string body = GoMultipart("b", parts, kMaxMultipartParts + 1);
+  absl::StatusOr<std::vector<BytesPart>> got = ParseMultipartByteranges(body, "b");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->size(), kMaxMultipartParts);
+  parts.emplace_back(kMaxMultipartParts, "x");
+  got = ParseMultipartByteranges(GoMultipart("b", parts, kMaxMultipartParts + 1), "b");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(got.status().message(), "more than")) << got.status();
 }
 
 TEST(RetryTest, BackoffBoundsAndRetryAfter) {
