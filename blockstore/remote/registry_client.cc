@@ -46,43 +46,131 @@ bool IsRedirect(long status) {
   return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
 
-// Checks that a ranged GET answered exactly [offset, offset+length) and copies it into buf.
-absl::Status TakeRange(const HttpResponse& resp, uint64_t offset, size_t length, char* buf,
-                       absl::string_view what) {
+// The end (exclusive) of a range.
+uint64_t EndOf(const ByteRange& r) { return r.offset + r.length; }
+
+uint64_t TotalLength(const std::vector<ByteRange>& ranges) {
+  uint64_t sum = 0;
+  for (const ByteRange& r : ranges) sum += r.length;
+  return sum;
+}
+
+// "Range: bytes=a-b,c-d,..." for `ranges` (sorted, non-empty each).
+std::string RangeHeader(const std::vector<ByteRange>& ranges) {
+  std::string out = "Range: bytes=";
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    absl::StrAppend(&out, i == 0 ? "" : ",", ranges[i].offset, "-", EndOf(ranges[i]) - 1);
+  }
+  return out;
+}
+
+// The largest body a GET of `ranges` may bring: the ranges plus multipart overhead, and never
+// less than 16 MiB (a registry that ignores Range sends the whole blob: slices of a small one are
+// taken, a larger one fails with RESOURCE_EXHAUSTED).
+size_t BodyLimit(const std::vector<ByteRange>& ranges) {
+  uint64_t want = TotalLength(ranges);
+  if (ranges.size() > 1) want += 256 * ranges.size() + 4096;
+  return static_cast<size_t>(std::max<uint64_t>(want, 16 << 20));
+}
+
+absl::Status Malformed(absl::string_view what, absl::string_view detail) {
+  return absl::UnavailableError(absl::StrCat(what, ": malformed response: ", detail));
+}
+
+// Copies each of `ranges` (one after another into buf) from the parts of a multipart/byteranges
+// body; every range must lie within one part.
+absl::Status TakeFromParts(absl::string_view body, absl::string_view boundary,
+                           const std::vector<ByteRange>& ranges, char* buf,
+                           absl::string_view what) {
+  absl::StatusOr<std::vector<BytesPart>> parsed = ParseMultipartByteranges(body, boundary);
+  if (!parsed.ok()) return Malformed(what, parsed.status().message());
+  std::vector<BytesPart>& parts = *parsed;
+  std::sort(parts.begin(), parts.end(),
+            [](const BytesPart& a, const BytesPart& b) { return a.first < b.first; });
+  for (const ByteRange& r : ranges) {
+    const uint64_t last = EndOf(r) - 1;
+    // The part that starts last at or before r.offset usually covers it; overlapping parts are
+    // searched further back.
+    auto it = std::upper_bound(parts.begin(), parts.end(), r.offset,
+                               [](uint64_t off, const BytesPart& p) { return off < p.first; });
+    const BytesPart* found = nullptr;
+    while (it != parts.begin()) {
+      --it;
+      if (it->last >= last) {
+        found = &*it;
+        break;
+      }
+    }
+    if (found == nullptr) {
+      return Malformed(what, absl::StrCat("no part holds bytes ", r.offset, "-", last));
+    }
+    std::memcpy(buf, found->data.data() + (r.offset - found->first), r.length);
+    buf += r.length;
+  }
+  return absl::OkStatus();
+}
+
+// Checks that a GET of `ranges` (sorted) was answered with them and copies them, one after
+// another, into buf: a 206 multipart/byteranges whose parts hold every range, a 206 single part
+// whose Content-Range covers every range (its body exactly that long), or a 200 with the whole
+// blob (slices of it are taken).
+absl::Status TakeRanges(const HttpResponse& resp, const std::vector<ByteRange>& ranges, char* buf,
+                        absl::string_view what) {
+  const uint64_t first = ranges.front().offset;
+  const uint64_t last = EndOf(ranges.back()) - 1;
   if (resp.status == 206) {
+    std::optional<std::string> type = resp.Header("content-type");
+    if (type && absl::StartsWithIgnoreCase(absl::StripLeadingAsciiWhitespace(*type),
+                                           "multipart/byteranges")) {
+      absl::StatusOr<std::string> boundary = ParseMultipartBoundary(*type);
+      if (!boundary.ok()) return Malformed(what, boundary.status().message());
+      return TakeFromParts(resp.body, *boundary, ranges, buf, what);
+    }
     std::optional<std::string> cr = resp.Header("content-range");
-    if (!cr) {
-      return absl::UnavailableError(
-          absl::StrCat(what, ": malformed response: 206 without Content-Range"));
-    }
+    if (!cr) return Malformed(what, "206 without Content-Range");
     absl::StatusOr<ContentRange> range = ParseContentRange(*cr);
-    if (!range.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat(what, ": malformed response: ", range.status().message()));
+    if (!range.ok()) return Malformed(what, range.status().message());
+    if (range->first > first || range->last < last) {
+      return Malformed(what, absl::StrCat("asked for bytes ", first, "-", last, ", got ",
+                                          range->first, "-", range->last));
     }
-    if (range->first != offset || range->last != offset + length - 1) {
-      return absl::UnavailableError(absl::StrCat(what, ": malformed response: asked for bytes ",
-                                                 offset, "-", offset + length - 1, ", got ",
-                                                 range->first, "-", range->last));
+    if (resp.body.empty() || resp.body.size() - 1 != range->last - range->first) {
+      return absl::UnavailableError(absl::StrCat(what, ": got ", resp.body.size(),
+                                                 " body bytes, expected ",
+                                                 range->last - range->first + 1));
     }
-    if (resp.body.size() != length) {
-      return absl::UnavailableError(
-          absl::StrCat(what, ": got ", resp.body.size(), " body bytes, expected ", length));
+    for (const ByteRange& r : ranges) {
+      std::memcpy(buf, resp.body.data() + (r.offset - range->first), r.length);
+      buf += r.length;
     }
-    std::memcpy(buf, resp.body.data(), length);
     return absl::OkStatus();
   }
   if (resp.status == 200) {
-    // The server ignored Range and sent the whole blob: take our slice of it.
-    if (resp.body.size() < offset + length) {
+    // The server ignored Range and sent the whole blob: take our slices of it.
+    if (resp.body.size() <= last) {
       return absl::UnavailableError(
           absl::StrCat(what, ": server ignored Range and sent only ", resp.body.size(), " bytes"));
     }
-    std::memcpy(buf, resp.body.data() + offset, length);
+    for (const ByteRange& r : ranges) {
+      std::memcpy(buf, resp.body.data() + r.offset, r.length);
+      buf += r.length;
+    }
     return absl::OkStatus();
   }
   return RegistryHttpError(resp, what);
 }
+
+// True when a multi-range GET got an answer that does not hold the ranges (a whole blob too
+// large to take, a part missing, a malformed body): worth reading each range on its own.
+bool WorthReadingRangesAlone(const absl::Status& s) {
+  return absl::IsResourceExhausted(s) || absl::IsUnimplemented(s) ||
+         (absl::IsUnavailable(s) && absl::StrContains(s.message(), "malformed response"));
+}
+
+// A multi-range GET carries at most this many ranges and this many Range header bytes (some
+// servers and proxies limit header lines to 8 KiB).
+constexpr size_t kMaxRangesPerRequest = 1024;
+constexpr size_t kMaxRangeHeaderBytes = 4096;
 
 }  // namespace
 
@@ -539,40 +627,60 @@ absl::StatusOr<std::string> RegistryClient::GetBlob(const Reference& repo, absl:
   return out;
 }
 
-absl::Status RegistryClient::ReadRangeFrom(const Endpoint& ep, const Reference& repo,
-                                           absl::string_view digest, uint64_t offset, size_t length,
-                                           char* buf) const {
-  std::string range = absl::StrCat("Range: bytes=", offset, "-", offset + length - 1);
+absl::Status RegistryClient::ReadRangesFrom(const Endpoint& ep, const Reference& repo,
+                                            absl::string_view digest,
+                                            const std::vector<ByteRange>& ranges, char* buf) const {
+  const std::string range = RangeHeader(ranges);
+  const uint64_t total = TotalLength(ranges);
   std::string what =
-      absl::StrCat("blob ", digest, " bytes ", offset, "+", length, " from ", ep.base);
+      ranges.size() == 1
+          ? absl::StrCat("blob ", digest, " bytes ", ranges[0].offset, "+", ranges[0].length,
+                         " from ", ep.base)
+          : absl::StrCat("blob ", digest, " ", ranges.size(), " ranges of ", total, " bytes in ",
+                         ranges.front().offset, "-", EndOf(ranges.back()) - 1, " from ", ep.base);
   RetryPolicy policy = PolicyFor(ep);
   std::string key = absl::StrCat(ep.base, "|", digest);
-  std::optional<std::string> cached;
+  std::optional<Redirect> cached;
   {
     absl::MutexLock lock(&mu_);
     auto it = redirects_.find(key);
     if (it != redirects_.end()) {
       if (it->second.expiry > absl::Now()) {
-        cached = it->second.url;
+        cached = it->second;
       } else {
         redirects_.erase(it);
       }
     }
   }
+  if (cached && ranges.size() > 1 && !cached->multi_range) {
+    return absl::UnimplementedError(
+        absl::StrCat(what,
+                     ": the storage the registry redirects to did not answer a multi-range "
+                     "GET with the ranges before"));
+  }
   if (cached) {
     HttpRequest req;
-    req.url = *cached;
+    req.url = cached->url;
     req.headers.push_back(range);
-    req.max_body_bytes = std::max<size_t>(length, 16 << 20);
-    req.expected_body_bytes = length;
+    req.max_body_bytes = BodyLimit(ranges);
+    req.expected_body_bytes = total;
     absl::StatusOr<HttpResponse> resp =
-        http_->SendWithRetry(req, TransportFor(AuthorityOf(*cached)), policy);
+        http_->SendWithRetry(req, TransportFor(AuthorityOf(cached->url)), policy);
+    absl::Status s = resp.status();
     if (resp.ok() && (resp->status == 206 || resp->status == 200)) {
-      absl::Status s = TakeRange(*resp, offset, length, buf, what);
+      s = TakeRanges(*resp, ranges, buf, what);
       if (s.ok()) {
         redirect_cache_hits_.fetch_add(1, std::memory_order_relaxed);
         return s;
       }
+    }
+    // The storage answered, but not with these ranges (it may not do multi-range GETs): the
+    // URL is kept for the ranges read one at a time.
+    if (ranges.size() > 1 && WorthReadingRangesAlone(s)) {
+      absl::MutexLock lock(&mu_);
+      auto it = redirects_.find(key);
+      if (it != redirects_.end()) it->second.multi_range = false;
+      return s;
     }
     // Expired or failing storage URL: forget it and ask the registry again.
     absl::MutexLock lock(&mu_);
@@ -581,10 +689,11 @@ absl::Status RegistryClient::ReadRangeFrom(const Endpoint& ep, const Reference& 
   HttpRequest req;
   req.url = absl::StrCat(ep.base, "/v2/", repo.repository, "/blobs/", digest);
   req.headers.push_back(range);
-  req.max_body_bytes = std::max<size_t>(length, 16 << 20);
-  req.expected_body_bytes = length;
+  req.max_body_bytes = BodyLimit(ranges);
+  req.expected_body_bytes = total;
   absl::StatusOr<HttpResponse> resp = Send(ep, req, {PullScope(repo)}, policy);
   if (!resp.ok()) return resp.status();
+  std::string storage_url;  // the redirect target that answered, if any
   for (int hops = 0; IsRedirect(resp->status); ++hops) {
     std::optional<std::string> loc = resp->Header("location");
     if (!loc || hops == 5) return RegistryHttpError(*resp, absl::StrCat(what, " (bad redirect)"));
@@ -593,24 +702,54 @@ absl::Status RegistryClient::ReadRangeFrom(const Endpoint& ep, const Reference& 
       return absl::FailedPreconditionError(absl::StrCat(what, ": redirect to a non-http URL"));
     }
     redirects_followed_.fetch_add(1, std::memory_order_relaxed);
+    storage_url = url;
     HttpRequest follow;
     follow.url = url;
     follow.headers.push_back(range);
     follow.max_body_bytes = req.max_body_bytes;
-    follow.expected_body_bytes = length;
+    follow.expected_body_bytes = total;
     // The registry's token is not sent to a storage host on another authority.
     if (AuthorityOf(url) == AuthorityOf(ep.base)) {
       resp = Send(ep, follow, {PullScope(repo)}, policy);
     } else {
       resp = http_->SendWithRetry(follow, TransportFor(AuthorityOf(url)), policy);
     }
-    if (!resp.ok()) return resp.status();
-    if (resp->status == 206 || resp->status == 200) {
+    // A storage URL that answers a multi-range GET with more than the ranges (S3 sends the
+    // whole object) is kept for reading the ranges alone.
+    const bool too_large = ranges.size() > 1 && absl::IsResourceExhausted(resp.status());
+    if (too_large || (resp.ok() && (resp->status == 206 || resp->status == 200))) {
       absl::MutexLock lock(&mu_);
-      redirects_[key] = Redirect{url, absl::Now() + kRedirectTtl};
+      redirects_[key] = Redirect{url, absl::Now() + kRedirectTtl, !too_large};
+    }
+    if (!resp.ok()) return resp.status();
+  }
+  absl::Status s = TakeRanges(*resp, ranges, buf, what);
+  if (ranges.size() > 1 && WorthReadingRangesAlone(s)) {
+    absl::MutexLock lock(&mu_);
+    auto it = redirects_.find(key);
+    if (it != redirects_.end() && !storage_url.empty() && it->second.url == storage_url) {
+      it->second.multi_range = false;
     }
   }
-  return TakeRange(*resp, offset, length, buf, what);
+  return s;
+}
+
+absl::Status RegistryClient::ReadRangeRetryingFrom(const Endpoint& ep, const Reference& repo,
+                                                   absl::string_view digest, uint64_t offset,
+                                                   size_t length, char* buf) const {
+  // Transport errors and 5xx are retried inside; a response that arrived but is malformed
+  // (cut headers, wrong range, short body) is retried here, within the same budget.
+  const std::vector<ByteRange> ranges = {ByteRange{offset, length}};
+  RetryPolicy policy = PolicyFor(ep);
+  absl::Status s;
+  for (int attempt = 1;; ++attempt) {
+    s = ReadRangesFrom(ep, repo, digest, ranges, buf);
+    if (s.ok() || attempt >= policy.max_attempts || !absl::IsUnavailable(s) ||
+        !absl::StrContains(s.message(), "malformed response")) {
+      return s;
+    }
+    absl::SleepFor(RetryBackoff(policy, attempt, std::nullopt));
+  }
 }
 
 absl::Status RegistryClient::ReadBlobRange(const Reference& repo, absl::string_view digest,
@@ -618,20 +757,62 @@ absl::Status RegistryClient::ReadBlobRange(const Reference& repo, absl::string_v
   if (length == 0) return absl::OkStatus();
   if (absl::Status s = CheckRepo(repo); !s.ok()) return s;
   if (absl::Status s = CheckDigest(digest, "blob"); !s.ok()) return s;
+  if (offset + length < offset) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("blob ", digest, ": range ", offset, "+", length, " overflows"));
+  }
   return TryEndpoints(repo.registry, [&](const Endpoint& ep) {
-    // Transport errors and 5xx are retried inside; a response that arrived but is malformed
-    // (cut headers, wrong range, short body) is retried here, within the same budget.
-    RetryPolicy policy = PolicyFor(ep);
-    absl::Status s;
-    for (int attempt = 1;; ++attempt) {
-      s = ReadRangeFrom(ep, repo, digest, offset, length, buf);
-      if (s.ok() || attempt >= policy.max_attempts || !absl::IsUnavailable(s) ||
-          !absl::StrContains(s.message(), "malformed response")) {
-        return s;
-      }
-      absl::SleepFor(RetryBackoff(policy, attempt, std::nullopt));
-    }
+    return ReadRangeRetryingFrom(ep, repo, digest, offset, length, buf);
   });
+}
+
+absl::Status RegistryClient::ReadBlobRanges(const Reference& repo, absl::string_view digest,
+                                            const std::vector<ByteRange>& ranges, char* buf) const {
+  if (ranges.empty()) return absl::OkStatus();
+  if (absl::Status s = CheckRepo(repo); !s.ok()) return s;
+  if (absl::Status s = CheckDigest(digest, "blob"); !s.ok()) return s;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    const ByteRange& r = ranges[i];
+    if (r.length == 0 || EndOf(r) < r.offset || (i > 0 && r.offset < EndOf(ranges[i - 1]))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "blob ", digest, ": range ", i, " (", r.offset, "+", r.length,
+          ") is empty, overflows or is not after the one before (ranges must be sorted and "
+          "disjoint)"));
+    }
+  }
+  // Batches of ranges, each one GET.
+  size_t begin = 0;
+  while (begin < ranges.size()) {
+    size_t end = begin + 1;
+    size_t header_bytes = RangeHeader({ranges[begin]}).size();
+    while (end < ranges.size() && end - begin < kMaxRangesPerRequest) {
+      size_t more = absl::StrCat(",", ranges[end].offset, "-", EndOf(ranges[end]) - 1).size();
+      if (header_bytes + more > kMaxRangeHeaderBytes) break;
+      header_bytes += more;
+      ++end;
+    }
+    std::vector<ByteRange> batch(ranges.begin() + begin, ranges.begin() + end);
+    absl::Status s = TryEndpoints(repo.registry, [&](const Endpoint& ep) -> absl::Status {
+      if (batch.size() > 1) {
+        absl::Status multi = ReadRangesFrom(ep, repo, digest, batch, buf);
+        // An endpoint that answers without the ranges is not down: it gets each range alone.
+        if (!WorthReadingRangesAlone(multi)) return multi;
+        spdlog::debug("blob {}: {}; reading {} ranges one at a time", std::string(digest),
+                      std::string(multi.message()), batch.size());
+      }
+      char* out = buf;
+      for (const ByteRange& r : batch) {
+        absl::Status one = ReadRangeRetryingFrom(ep, repo, digest, r.offset, r.length, out);
+        if (!one.ok()) return one;
+        out += r.length;
+      }
+      return absl::OkStatus();
+    });
+    if (!s.ok()) return s;
+    buf += TotalLength(batch);
+    begin = end;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<PushOutcome> RegistryClient::PushBlobOnce(const Endpoint& ep, const Reference& repo,

@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "blockstore/file/file.h"
 #include "blockstore/remote/auth.h"
 #include "blockstore/remote/http_client.h"
 #include "blockstore/remote/manifest.h"
@@ -22,8 +23,6 @@
 #include "blockstore/remote/registry_config.h"
 
 namespace dadi::blockstore {
-
-class RandomAccessFile;
 
 struct FetchedManifest {
   std::string media_type;  // one of the four manifest/index types
@@ -84,6 +83,17 @@ class RegistryClient {
   // Content-Range and length are checked; a redirect target is cached for later reads.
   absl::Status ReadBlobRange(const Reference& repo, absl::string_view digest, uint64_t offset,
                              size_t length, char* buf) const;
+  // Reads `ranges` of the blob (sorted by offset, non-overlapping, each non-empty) into `buf`, one
+  // after another (buf holds the sum of their lengths). Several ranges go in one multi-range GET
+  // (up to 1024 ranges or 4 KiB of Range header each), answered as 206
+  // multipart/byteranges, as one 206 part covering them all, or as 200 with the whole blob.
+  // Where the registry (or the storage it redirects to) does not answer one with the ranges
+  // asked for (200 with a whole blob too large to take slices of, a part missing, a malformed
+  // body), each range is read with its own ranged GET (as ReadBlobRange does), and a storage URL
+  // that did so is remembered (while its redirect is cached) to get single-range GETs only.
+  // Other errors (401, 403, 404, transport failures after retries) are returned as they are.
+  absl::Status ReadBlobRanges(const Reference& repo, absl::string_view digest,
+                              const std::vector<ByteRange>& ranges, char* buf) const;
 
   // Pushes a blob unless the registry has it (HEAD), trying a mount first when asked.
   absl::StatusOr<PushOutcome> PushBlob(const Reference& repo, absl::string_view digest,
@@ -127,8 +137,14 @@ class RegistryClient {
   absl::Status LearnChallenge(const Endpoint& ep, const HttpResponse& resp) const;
 
   absl::StatusOr<FetchedManifest> GetManifestFrom(const Endpoint& ep, const Reference& ref) const;
-  absl::Status ReadRangeFrom(const Endpoint& ep, const Reference& repo, absl::string_view digest,
-                             uint64_t offset, size_t length, char* buf) const;
+  // One GET of `ranges` (sorted, disjoint, non-empty) from `ep`, through a cached storage
+  // redirect if any, following and caching redirects; the ranges land one after another in buf.
+  absl::Status ReadRangesFrom(const Endpoint& ep, const Reference& repo, absl::string_view digest,
+                              const std::vector<ByteRange>& ranges, char* buf) const;
+  // ReadRangesFrom of one range, retrying malformed responses within the endpoint's budget.
+  absl::Status ReadRangeRetryingFrom(const Endpoint& ep, const Reference& repo,
+                                     absl::string_view digest, uint64_t offset, size_t length,
+                                     char* buf) const;
   absl::StatusOr<PushOutcome> PushBlobOnce(const Endpoint& ep, const Reference& repo,
                                            absl::string_view digest, const RandomAccessFile& data,
                                            const PushBlobOptions& options) const;
@@ -142,6 +158,7 @@ class RegistryClient {
   struct Redirect {
     std::string url;
     absl::Time expiry;
+    bool multi_range = true;  // false: it did not answer a multi-range GET with the ranges
   };
   mutable std::map<std::string, Redirect> redirects_ ABSL_GUARDED_BY(mu_);  // by base+digest
   mutable std::map<std::string, absl::Time> mirror_down_until_ ABSL_GUARDED_BY(mu_);

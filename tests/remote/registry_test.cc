@@ -539,6 +539,192 @@ TEST_F(RegistryTest, RedirectTargetIsCachedForRangeReads) {
   EXPECT_GE(client->Stats().redirect_cache_hits, 3u);
 }
 
+// `n` sorted, disjoint, non-empty ranges scattered over [0, size).
+std::vector<ByteRange> ScatteredRanges(uint64_t size, size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<ByteRange> out;
+  const uint64_t slot = size / n;
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t len = 1 + rng() % std::min<uint64_t>(slot / 2, 70000);
+    uint64_t off = i * slot + rng() % (slot - len);
+    out.push_back({off, len});
+  }
+  return out;
+}
+
+std::string Expected(const std::string& data, const std::vector<ByteRange>& ranges) {
+  std::string out;
+  for (const ByteRange& r : ranges) out += data.substr(r.offset, r.length);
+  return out;
+}
+
+absl::Status ReadRanges(const RegistryClient& c, const Reference& repo, const std::string& digest,
+                        const std::vector<ByteRange>& ranges, std::string* out) {
+  uint64_t total = 0;
+  for (const ByteRange& r : ranges) total += r.length;
+  out->assign(total, '\0');
+  return c.ReadBlobRanges(repo, digest, ranges, out->data());
+}
+
+TEST_F(RegistryTest, MultiRangeReadIsOneRequest) {
+  StartRegistry();
+  auto client = NewClient(PlainConfig(registry_->host()));
+  Reference ref = Repo(registry_->host(), "dadi/multirange");
+  std::string data = RandomBytes(5 * 1024 * 1024 + 3, 20);
+  ASSERT_TRUE(Push(*client, ref, data).ok());
+  std::string digest = Sha256Digest(data);
+  std::vector<ByteRange> ranges = ScatteredRanges(data.size(), 60, 21);
+  ranges.front() = {0, 1};
+  ranges.back().length = data.size() - ranges.back().offset;  // to the last byte
+  HttpStats before_stats = client->Stats().http;
+  std::string got;
+  absl::Status s = ReadRanges(*client, ref, digest, ranges, &got);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(got == Expected(data, ranges));
+  HttpStats after_stats = client->Stats().http;
+  EXPECT_EQ(after_stats.requests - before_stats.requests, 1u);
+  // docker-registry answered with the ranges (multipart/byteranges), not the whole blob.
+  EXPECT_LT(after_stats.bytes_received - before_stats.bytes_received,
+            got.size() + 256 * ranges.size() + 4096);
+  uint64_t before = after_stats.requests;
+
+  // Adjacent ranges and a long list (split into several GETs by the Range header's size).
+  ranges = ScatteredRanges(data.size(), 1500, 22);
+  ranges[1].offset = ranges[0].offset + ranges[0].length;
+  before = client->Stats().http.requests;
+  s = ReadRanges(*client, ref, digest, ranges, &got);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(got == Expected(data, ranges));
+  uint64_t requests = client->Stats().http.requests - before;
+  EXPECT_GE(requests, 2u);
+  EXPECT_LE(requests, 20u);
+
+  // Unsorted or overlapping ranges are refused.
+  EXPECT_EQ(client->ReadBlobRanges(ref, digest, {{10, 5}, {12, 5}}, got.data()).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->ReadBlobRanges(ref, digest, {{10, 5}, {0, 5}}, got.data()).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->ReadBlobRanges(ref, digest, {{10, 0}, {20, 5}}, got.data()).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(client->ReadBlobRanges(ref, digest, {}, got.data()).ok());
+}
+
+TEST_F(RegistryTest, MultiRangeReadOfAnAbsentBlobIsNotFound) {
+  StartRegistry();
+  auto client = NewClient(PlainConfig(registry_->host()));
+  Reference ref = Repo(registry_->host(), "dadi/multirange");
+  ASSERT_TRUE(Push(*client, ref, RandomBytes(1000, 23)).ok());
+  std::string got;
+  uint64_t before = client->Stats().http.requests;
+  absl::Status s = ReadRanges(*client, ref, Sha256Digest("absent"), {{0, 10}, {100, 10}}, &got);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_EQ(client->Stats().http.requests - before, 1u);  // no range-by-range fallback
+}
+
+// A registry (an HttpServer serving one blob) answering multi-range GETs in each way.
+class MultiRangeAnswerTest : public ::testing::TestWithParam<dadi::testing::MultiRangeMode> {};
+
+TEST_P(MultiRangeAnswerTest, CorrectBytesWithOrWithoutFallback) {
+  using dadi::testing::MultiRangeMode;
+  const MultiRangeMode mode = GetParam();
+  // Larger than the 16 MiB floor of the body limit, so that a whole blob cannot be taken.
+  std::string data = RandomBytes((17 << 20) + 5, 24);
+  std::string digest = Sha256Digest(data);
+  std::string path = absl::StrCat("/v2/dadi/answers/blobs/", digest);
+  auto server = HttpServer::Start([&](const HttpServerRequest& req) -> HttpServerResponse {
+    if (req.path != path) return {404, {}, ""};
+    return dadi::testing::ServeBlobRanges(req, data, mode);
+  });
+  ASSERT_TRUE(server.ok());
+  std::string host = absl::StrCat("127.0.0.1:", (*server)->port());
+  auto client = NewClient(PlainConfig(host));
+  std::vector<ByteRange> ranges = ScatteredRanges(data.size(), 8, 25);
+  std::string got;
+  absl::Status s = ReadRanges(*client, Repo(host, "dadi/answers"), digest, ranges, &got);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(got == Expected(data, ranges));
+  const bool one_request = mode == MultiRangeMode::kMultipart ||
+                           mode == MultiRangeMode::kMultipartReversed ||
+                           mode == MultiRangeMode::kCoalesce;
+  // Otherwise: the multi-range GET, then one GET per range.
+  EXPECT_EQ((*server)->requests(), one_request ? 1 : 1 + static_cast<int>(ranges.size()));
+}
+
+INSTANTIATE_TEST_SUITE_P(Answers, MultiRangeAnswerTest,
+                         ::testing::Values(dadi::testing::MultiRangeMode::kMultipart,
+                                           dadi::testing::MultiRangeMode::kMultipartReversed,
+                                           dadi::testing::MultiRangeMode::kMultipartDropLast,
+                                           dadi::testing::MultiRangeMode::kCoalesce,
+                                           dadi::testing::MultiRangeMode::kFirstRangeOnly,
+                                           dadi::testing::MultiRangeMode::kWholeBlob));
+
+TEST(MultiRangeFallbackTest, WholeSmallBlobIsSliced) {
+  std::string data = RandomBytes(1 << 20, 26);
+  std::string digest = Sha256Digest(data);
+  auto server = HttpServer::Start([&](const HttpServerRequest& req) -> HttpServerResponse {
+    return dadi::testing::ServeBlobRanges(req, data, dadi::testing::MultiRangeMode::kWholeBlob);
+  });
+  ASSERT_TRUE(server.ok());
+  std::string host = absl::StrCat("127.0.0.1:", (*server)->port());
+  auto client = NewClient(PlainConfig(host));
+  std::vector<ByteRange> ranges = ScatteredRanges(data.size(), 30, 27);
+  std::string got;
+  absl::Status s = ReadRanges(*client, Repo(host, "dadi/small"), digest, ranges, &got);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(got == Expected(data, ranges));
+  EXPECT_EQ((*server)->requests(), 1);
+}
+
+// The registry redirects to a storage host: multi-range GETs go to the cached storage URL; a
+// storage that answers them with the whole (large) object is remembered to get single ranges.
+TEST(MultiRangeFallbackTest, RedirectedMultiRangeReads) {
+  using dadi::testing::MultiRangeMode;
+  std::string data = RandomBytes((17 << 20) + 1, 28);
+  std::string digest = Sha256Digest(data);
+  std::atomic<MultiRangeMode> mode{MultiRangeMode::kMultipart};
+  auto storage = HttpServer::Start([&](const HttpServerRequest& req) -> HttpServerResponse {
+    if (req.path != "/object") return {404, {}, ""};
+    return dadi::testing::ServeBlobRanges(req, data, mode.load());
+  });
+  ASSERT_TRUE(storage.ok());
+  std::string target = absl::StrCat((*storage)->base(), "/object?signature=x");
+  auto front = HttpServer::Start([&](const HttpServerRequest&) -> HttpServerResponse {
+    return {307, {{"Location", target}}, ""};
+  });
+  ASSERT_TRUE(front.ok());
+  std::string host = absl::StrCat("127.0.0.1:", (*front)->port());
+  Reference repo = Repo(host, "dadi/redirected");
+  std::vector<ByteRange> ranges = ScatteredRanges(data.size(), 10, 29);
+  std::string got;
+
+  auto client = NewClient(PlainConfig(host));
+  for (int i = 0; i < 2; ++i) {
+    absl::Status s = ReadRanges(*client, repo, digest, ranges, &got);
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_TRUE(got == Expected(data, ranges));
+  }
+  EXPECT_EQ((*front)->requests(), 1);
+  EXPECT_EQ((*storage)->requests(), 2);
+  EXPECT_EQ(client->Stats().redirect_cache_hits, 1u);
+
+  // S3-like storage: the whole object for several ranges.
+  mode = MultiRangeMode::kWholeBlob;
+  int front_before = (*front)->requests(), storage_before = (*storage)->requests();
+  client = NewClient(PlainConfig(host));
+  absl::Status s = ReadRanges(*client, repo, digest, ranges, &got);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(got == Expected(data, ranges));
+  EXPECT_EQ((*front)->requests() - front_before, 1);
+  EXPECT_EQ((*storage)->requests() - storage_before, 1 + static_cast<int>(ranges.size()));
+  // Next time the storage URL gets single-range GETs only.
+  storage_before = (*storage)->requests();
+  s = ReadRanges(*client, repo, digest, ranges, &got);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(got == Expected(data, ranges));
+  EXPECT_EQ((*front)->requests() - front_before, 1);
+  EXPECT_EQ((*storage)->requests() - storage_before, static_cast<int>(ranges.size()));
+}
+
 class FaultTest : public RegistryTest {
  protected:
   void SetUp() override {

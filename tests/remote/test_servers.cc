@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -423,6 +424,69 @@ void HttpServer::Serve(int fd, const std::atomic<bool>& stop) {
   WriteAll(fd, out.data(), out.size());
   ::shutdown(fd, SHUT_WR);
   ::close(fd);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ServeBlobRanges
+
+HttpServerResponse ServeBlobRanges(const HttpServerRequest& req, const std::string& blob,
+                                   MultiRangeMode mode) {
+  auto it = req.headers.find("range");
+  if (it == req.headers.end()) return {200, {}, blob};
+  const HttpServerResponse unsatisfiable{
+      416, {{"Content-Range", absl::StrCat("bytes */", blob.size())}}, ""};
+  absl::string_view spec = it->second;
+  if (!absl::ConsumePrefix(&spec, "bytes=")) return unsatisfiable;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // first, last (inclusive)
+  for (absl::string_view one : absl::StrSplit(spec, ',')) {
+    one = absl::StripAsciiWhitespace(one);
+    size_t dash = one.find('-');
+    uint64_t first = 0, last = blob.size() - 1;
+    if (dash == absl::string_view::npos || !absl::SimpleAtoi(one.substr(0, dash), &first) ||
+        (dash + 1 < one.size() && !absl::SimpleAtoi(one.substr(dash + 1), &last)) || last < first ||
+        first >= blob.size()) {
+      return unsatisfiable;
+    }
+    ranges.emplace_back(first, std::min<uint64_t>(last, blob.size() - 1));
+  }
+  auto single = [&](uint64_t first, uint64_t last) -> HttpServerResponse {
+    return {206,
+            {{"Content-Range", absl::StrCat("bytes ", first, "-", last, "/", blob.size())},
+             {"Content-Type", "application/octet-stream"}},
+            blob.substr(first, last - first + 1)};
+  };
+  if (ranges.size() == 1) return single(ranges[0].first, ranges[0].second);
+  switch (mode) {
+    case MultiRangeMode::kWholeBlob:
+      return {200, {}, blob};
+    case MultiRangeMode::kFirstRangeOnly:
+      return single(ranges.front().first, ranges.front().second);
+    case MultiRangeMode::kCoalesce:
+      return single(ranges.front().first, ranges.back().second);
+    case MultiRangeMode::kMultipart:
+    case MultiRangeMode::kMultipartReversed:
+    case MultiRangeMode::kMultipartDropLast:
+      break;
+  }
+  const bool reversed = mode == MultiRangeMode::kMultipartReversed;
+  const std::string boundary = reversed ? "dadi test boundary" : "3d6b6a416f9b5";
+  std::string body;
+  if (reversed) {
+    std::reverse(ranges.begin(), ranges.end());
+    body = "This is the preamble.\r\n";
+  }
+  if (mode == MultiRangeMode::kMultipartDropLast) ranges.pop_back();
+  for (const auto& [first, last] : ranges) {
+    absl::StrAppend(&body, "--", boundary, "\r\nContent-Range: bytes ", first, "-", last, "/",
+                    blob.size(), "\r\nContent-Type: application/octet-stream\r\n\r\n",
+                    absl::string_view(blob).substr(first, last - first + 1), "\r\n");
+  }
+  absl::StrAppend(&body, "--", boundary, "--\r\n");
+  return {
+      206,
+      {{"Content-Type", reversed ? absl::StrCat("multipart/byteranges; boundary=\"", boundary, "\"")
+                                 : absl::StrCat("multipart/byteranges; boundary=", boundary)}},
+      std::move(body)};
 }
 
 // ---------------------------------------------------------------------------------------------

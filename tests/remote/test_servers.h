@@ -6,7 +6,7 @@
 //   FaultProxy    a TCP proxy that injects faults per connection: resets, truncation, stalls,
 //                 canned 503/429 answers
 //   HttpServer    the small HTTP/1.1 server the token server is built on (also used to serve
-//                 redirects)
+//                 redirects, and blobs with ServeBlobRanges: multi-range answers of every shape)
 #pragma once
 
 #include <atomic>
@@ -127,6 +127,23 @@ class HttpServer {
   std::atomic<int> requests_{0};
   std::unique_ptr<LoopbackAcceptor> acceptor_;  // last: stopped before the members above go
 };
+
+// How ServeBlobRanges answers a GET whose Range asks for several ranges (a single range is
+// always answered with a 206 of exactly that range, as docker-registry does).
+enum class MultiRangeMode {
+  kMultipart,          // 206 multipart/byteranges, one part per range (Go's http.ServeContent)
+  kMultipartReversed,  // the same, parts in reverse order, a quoted boundary, a preamble
+  kMultipartDropLast,  // the same without the last range's part
+  kCoalesce,           // 206, one part from the first range's start to the last one's end
+  kFirstRangeOnly,     // 206, one part: the first range only
+  kWholeBlob,          // 200 with the whole blob (Range ignored, as S3 does for several ranges)
+};
+
+// Answers a GET of `blob` (as a registry's blob endpoint or a storage URL would): 200 without
+// Range, 206 for `Range: bytes=a-b[,c-d...]` as `mode` says, 416 for a malformed or
+// unsatisfiable Range.
+HttpServerResponse ServeBlobRanges(const HttpServerRequest& req, const std::string& blob,
+                                   MultiRangeMode mode);
 
 class TokenServer {
  public:
