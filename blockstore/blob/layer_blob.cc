@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "blockstore/file/file_views.h"
+#include "blockstore/file/stored_ranges.h"
 #include "blockstore/zfile/zfile_format.h"
 
 namespace dadi::blockstore {
@@ -18,6 +19,12 @@ absl::StatusOr<std::shared_ptr<PrefetchedFile>> Prefetch(
   if (size <= o.head_bytes + o.tail_bytes) {
     if (absl::Status s = pf->Preload(0, static_cast<size_t>(size)); !s.ok()) return s;
     return pf;
+  }
+  // Both ends in one request where the blob is remote, then read from its cache.
+  if (absl::Status s =
+          PrefetchStored(*counted, {{0, o.head_bytes}, {size - o.tail_bytes, o.tail_bytes}});
+      !s.ok()) {
+    return s;
   }
   if (absl::Status s = pf->Preload(0, o.head_bytes); !s.ok()) return s;
   if (absl::Status s = pf->Preload(size - o.tail_bytes, o.tail_bytes); !s.ok()) return s;
