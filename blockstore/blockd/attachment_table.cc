@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "blockstore/blockd/disk_prefetch.h"
 #include "spdlog/spdlog.h"
 
 namespace dadi::blockstore::blockd {
@@ -46,53 +47,6 @@ absl::StatusOr<uint64_t> ReadThrough(const RandomAccessFile& file, uint64_t offs
     if (*got < n) break;
   }
   return done;
-}
-
-// Readers of a prefetch (a startup trace, or Prefetch ranges) at once: enough to keep a
-// registry busy without crowding out the container's own reads.
-constexpr int kPrefetchReaders = 8;
-// Trace ranges closer than this on the disk are read as one (the gap is read too: about one
-// cache unit of compressed data), up to kTraceJoinedRange per read: registries answer a few
-// large range requests much faster than many small ones. One read of at most 1 MiB is one
-// read of ReadThrough, so it never looks like a sequential run to the node cache's readahead.
-constexpr uint64_t kTraceJoinGap = 64 << 10;
-constexpr uint64_t kTraceJoinedRange = 1 << 20;
-
-// Reads `ranges` of `file` with kPrefetchReaders readers, each taking the next range in
-// the order given, so that the fetches behind them overlap; stops at the first error (which
-// names its range) or when `stop` is set. Returns the bytes read.
-absl::StatusOr<uint64_t> ReadRanges(const RandomAccessFile& file,
-                                    const std::vector<TraceRange>& ranges,
-                                    const std::atomic<bool>& stop) {
-  std::atomic<size_t> next{0};
-  std::atomic<uint64_t> bytes{0};
-  absl::Mutex mu;
-  absl::Status first_error;
-  std::atomic<bool> failed{false};
-  auto reader = [&] {
-    for (size_t i = next++; i < ranges.size() && !stop.load() && !failed.load(); i = next++) {
-      const TraceRange& r = ranges[i];
-      absl::StatusOr<uint64_t> n = ReadThrough(file, r.offset, r.length, stop);
-      if (!n.ok()) {
-        absl::MutexLock lock(&mu);
-        if (first_error.ok()) {
-          first_error = absl::Status(
-              n.status().code(),
-              absl::StrCat("range [", r.offset, ", +", r.length, "): ", n.status().message()));
-        }
-        failed.store(true);
-        return;
-      }
-      bytes += *n;
-    }
-  };
-  std::vector<std::thread> readers;
-  const size_t count = std::min<size_t>(kPrefetchReaders, ranges.size());
-  for (size_t t = 0; t < count; ++t) readers.emplace_back(reader);
-  for (std::thread& t : readers) t.join();
-  absl::MutexLock lock(&mu);
-  if (!first_error.ok()) return first_error;
-  return bytes.load();
 }
 
 }  // namespace
@@ -154,11 +108,18 @@ absl::StatusOr<AttachmentInfo> AttachmentTable::Attach(const AttachSpec& spec) {
       if (it != entries_.end() && it->second == entry) entries_.erase(it);
       return s;
     };
+    std::optional<PendingTrace> trace;
+    if (spec.startup_trace.has_value()) {
+      trace = FetchTrace(spec.layers.back().repository, *spec.startup_trace);
+    }
     absl::StatusOr<std::shared_ptr<const OpenImage>> image = opener_->Open(spec.layers);
     if (!image.ok()) {
       return fail(absl::Status(image.status().code(),
                                absl::StrCat("attach ", id, ": ", image.status().message())));
     }
+    // The trace's bytes start coming in now, while the device is set up and mounted: the
+    // mount's own reads are in the trace and find them in flight or cached.
+    if (trace.has_value()) StartTracePrefetch(id, *image, *std::move(trace));
     auto disk = std::make_shared<TracedDisk>(*image);
     absl::StatusOr<AttachedDevice> device = backend_->Attach(id, disk, *options);
     if (!device.ok()) {
@@ -179,9 +140,6 @@ absl::StatusOr<AttachmentInfo> AttachmentTable::Attach(const AttachSpec& spec) {
     snap.disk = std::move(disk);
     spdlog::info("attached {} ({} layers, {} bytes) at {} on {}", id, spec.layers.size(),
                  snap.info.virtual_size, snap.info.device_path, snap.info.mount_point);
-    if (spec.startup_trace.has_value()) {
-      StartTracePrefetch(id, snap.image, spec.layers.back().repository, *spec.startup_trace);
-    }
     absl::MutexLock table_lock(&mu_);
     ready_[id] = snap;
     return snap.info;
@@ -290,9 +248,10 @@ absl::StatusOr<PrefetchResult> AttachmentTable::Prefetch(
 
   auto run = [image, layers, ranges, stop = stop_,
               name = std::string(id)]() -> absl::StatusOr<uint64_t> {
-    absl::StatusOr<uint64_t> ranges_done = ReadRanges(image->stack(), ranges, *stop);
+    absl::StatusOr<DiskPrefetchResult> ranges_done =
+        PrefetchDiskRanges(image->stack(), ranges, *stop);
     if (!ranges_done.ok()) return ranges_done.status();
-    uint64_t done = *ranges_done;
+    uint64_t done = ranges_done->disk_bytes;
     for (const auto& layer : layers) {
       absl::StatusOr<uint64_t> n = ReadThrough(layer->raw(), 0, layer->raw().Size(), *stop);
       if (!n.ok()) return n.status();
@@ -332,42 +291,53 @@ void AttachmentTable::StartJob(std::function<void()> fn) {
   jobs_.push_back(std::move(job));
 }
 
-void AttachmentTable::StartTracePrefetch(const std::string& id,
-                                         std::shared_ptr<const OpenImage> image,
-                                         std::string repository, BlobRef ref) {
-  StartJob([this, id, image = std::move(image), repository = std::move(repository),
-            ref = std::move(ref)] { PrefetchStartupTrace(id, image, repository, ref); });
+AttachmentTable::PendingTrace AttachmentTable::FetchTrace(const std::string& repository,
+                                                          const BlobRef& ref) const {
+  PendingTrace pending;
+  pending.ref = ref;
+  pending.start = absl::Now();
+  pending.trace = std::async(std::launch::async, [opener = opener_, repository, ref] {
+                    return opener->FetchStartupTrace(repository, ref.digest, ref.size);
+                  }).share();
+  return pending;
 }
 
-void AttachmentTable::PrefetchStartupTrace(const std::string& id,
-                                           const std::shared_ptr<const OpenImage>& image,
-                                           const std::string& repository, const BlobRef& ref) {
+void AttachmentTable::StartTracePrefetch(const std::string& id,
+                                         std::shared_ptr<const OpenImage> image,
+                                         PendingTrace trace) {
+  StartJob([this, id, image = std::move(image), trace = std::move(trace)] {
+    PrefetchStartupTrace(id, *image, trace);
+  });
+}
+
+void AttachmentTable::PrefetchStartupTrace(const std::string& id, const OpenImage& image,
+                                           const PendingTrace& pending) {
   const std::shared_ptr<std::atomic<bool>> stop = stop_;
-  const absl::Time start = absl::Now();
-  absl::StatusOr<StartupTrace> trace = opener_->FetchStartupTrace(repository, ref.digest, ref.size);
-  if (trace.ok() && trace->virtual_size != image->Size()) {
+  const BlobRef& ref = pending.ref;
+  absl::StatusOr<StartupTrace> trace = pending.trace.get();
+  if (trace.ok() && trace->virtual_size != image.Size()) {
     trace = absl::InvalidArgumentError(absl::StrCat(
-        "it was recorded on a disk of ", trace->virtual_size, " bytes, not ", image->Size()));
+        "it was recorded on a disk of ", trace->virtual_size, " bytes, not ", image.Size()));
   }
   if (!trace.ok()) {
     spdlog::warn("startup trace {} of {}: {}; starting without it", ref.digest, id,
                  trace.status().ToString());
     return;
   }
-  // The container reads in the order of the trace while it starts; several readers fetch
-  // the ranges at once, in that order, so the registry's round trips overlap instead of
-  // adding up. Reads of the device wait on a fetch in flight instead of repeating it.
-  // Neighbouring ranges are read as one: fewer, larger requests.
-  const std::vector<TraceRange> ranges =
-      CoalesceTrace(trace->ranges, kTraceJoinGap, kTraceJoinedRange);
-  absl::StatusOr<uint64_t> bytes = ReadRanges(image->stack(), ranges, *stop);
-  if (!bytes.ok()) {
-    spdlog::warn("startup trace {} of {}: {}", ref.digest, id, bytes.status().ToString());
+  // The container reads in the order of the trace while it starts: the stored bytes behind
+  // the trace are fetched in that order, a few multi-range requests at a time, so that the
+  // registry's round trips overlap instead of adding up. Reads of the device wait on a fetch in
+  // flight instead of repeating it.
+  absl::StatusOr<DiskPrefetchResult> done = PrefetchDiskRanges(image.stack(), trace->ranges, *stop);
+  if (!done.ok()) {
+    spdlog::warn("startup trace {} of {}: {}", ref.digest, id, done.status().ToString());
     return;
   }
-  spdlog::info("startup trace {} of {}: {} ranges ({} reads), {} bytes prefetched in {:.0f} ms",
-               ref.digest, id, trace->ranges.size(), ranges.size(), *bytes,
-               absl::ToDoubleMilliseconds(absl::Now() - start));
+  spdlog::info(
+      "startup trace {} of {}: {} ranges, {} bytes of the disk, {} stored bytes ({} batches) "
+      "prefetched in {:.0f} ms",
+      ref.digest, id, trace->ranges.size(), done->disk_bytes, done->stored_bytes, done->batches,
+      absl::ToDoubleMilliseconds(absl::Now() - pending.start));
 }
 
 absl::Status AttachmentTable::Warm(const std::vector<LayerSpec>& layers,
@@ -376,12 +346,13 @@ absl::Status AttachmentTable::Warm(const std::vector<LayerSpec>& layers,
   if (startup_trace.digest.empty()) return absl::InvalidArgumentError("warm: no startup trace");
   const std::string name = absl::StrCat("warm-", ChainIdHex(layers));
   StartJob([this, layers, startup_trace, name] {
+    PendingTrace trace = FetchTrace(layers.back().repository, startup_trace);
     absl::StatusOr<std::shared_ptr<const OpenImage>> image = opener_->Open(layers);
     if (!image.ok()) {
       spdlog::warn("{}: {}", name, image.status().ToString());
       return;
     }
-    PrefetchStartupTrace(name, *image, layers.back().repository, startup_trace);
+    PrefetchStartupTrace(name, **image, trace);
   });
   return absl::OkStatus();
 }

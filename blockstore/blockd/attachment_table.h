@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -117,12 +118,20 @@ class AttachmentTable {
   void ReapJobs(bool all);
   // Runs `fn` on a thread of its own, joined by ReapJobs.
   void StartJob(std::function<void()> fn);
-  // Fetches the startup trace and reads its ranges through `image` with a few threads: in a
-  // job (StartTracePrefetch), or in the calling thread.
+  // A startup trace being fetched (on a thread of its own, so that it overlaps opening the
+  // layers) and when that started.
+  struct PendingTrace {
+    BlobRef ref;
+    std::shared_future<absl::StatusOr<StartupTrace>> trace;
+    absl::Time start;
+  };
+  PendingTrace FetchTrace(const std::string& repository, const BlobRef& ref) const;
+  // Prefetches the stored bytes of the trace's ranges of `image`: in a job
+  // (StartTracePrefetch), or in the calling thread.
   void StartTracePrefetch(const std::string& id, std::shared_ptr<const OpenImage> image,
-                          std::string repository, BlobRef trace);
-  void PrefetchStartupTrace(const std::string& id, const std::shared_ptr<const OpenImage>& image,
-                            const std::string& repository, const BlobRef& ref);
+                          PendingTrace trace);
+  void PrefetchStartupTrace(const std::string& id, const OpenImage& image,
+                            const PendingTrace& pending);
 
   ImageOpener* const opener_;
   DeviceBackend* const backend_;

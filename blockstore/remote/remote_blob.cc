@@ -75,6 +75,17 @@ RemoteBlob::RemoteBlob(std::shared_ptr<const RegistryClient> client, Reference r
     if (s.ok()) counters->fetched_bytes.fetch_add(len, std::memory_order_relaxed);
     return s;
   };
+  ranges_fetcher_ = [client = client_, repo = repo_, digest = blob_->digest(),
+                     counters = counters_](const std::vector<ByteRange>& ranges, char* buf) {
+    counters->fetch_requests.fetch_add(1, std::memory_order_relaxed);
+    absl::Status s = client->ReadBlobRanges(repo, digest, ranges, buf);
+    if (s.ok()) {
+      uint64_t bytes = 0;
+      for (const ByteRange& r : ranges) bytes += r.length;
+      counters->fetched_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    }
+    return s;
+  };
 }
 
 RemoteBlob::~RemoteBlob() {
@@ -100,6 +111,13 @@ absl::StatusOr<size_t> RemoteBlob::Pread(uint64_t offset, size_t n, char* buf) c
                         absl::StrCat(Name(), ": read at ", offset, ": ", got.status().message()));
   }
   return got;
+}
+
+absl::Status RemoteBlob::Prefetch(const std::vector<ByteRange>& ranges) const {
+  if (blob_->verified()) return absl::OkStatus();
+  absl::Status s = blob_->Prefetch(ranges, ranges_fetcher_, options_.max_ranges_per_request);
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(Name(), ": prefetch: ", s.message()));
+  return s;
 }
 
 absl::Status RemoteBlob::Invalidate(uint64_t offset, uint64_t len) const {

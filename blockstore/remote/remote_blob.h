@@ -26,6 +26,9 @@ struct RemoteBlobOptions {
   // (up to `max_parallel` range GETs): registries serve ranges faster in parallel.
   uint64_t parallel_part = 4 << 20;
   int max_parallel = 4;
+  // A prefetch asks for up to this many runs of missing units in one multi-range GET: a
+  // registry serves one request with many ranges far faster than as many requests.
+  size_t max_ranges_per_request = 16;
 };
 
 struct BackgroundDownloadOptions {
@@ -51,6 +54,9 @@ class RemoteBlob final : public RandomAccessFile {
   uint64_t Size() const override { return blob_->size(); }
   absl::StatusOr<size_t> Pread(uint64_t offset, size_t n, char* buf) const override;
   std::string Name() const override;
+  // Fetches the units of `ranges` the node cache lacks (and no reader is fetching), in
+  // multi-range GETs of up to max_ranges_per_request runs each, one after another.
+  absl::Status Prefetch(const std::vector<ByteRange>& ranges) const override;
 
   // Drops the cached units overlapping [offset, offset+len): the next read of them goes to the
   // registry again (RandomAccessFile::Invalidate). The ZFile reader calls this when a block's
@@ -88,6 +94,7 @@ class RemoteBlob final : public RandomAccessFile {
   // Shared with the fetcher, which background readahead may run after the RemoteBlob is gone.
   std::shared_ptr<Counters> counters_ = std::make_shared<Counters>();
   UnitFetcher fetcher_;
+  RangesFetcher ranges_fetcher_;
   std::thread download_;
   std::atomic<bool> stop_{false};
   absl::Status download_status_;

@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "blockstore/file/file.h"
 
 namespace dadi::blockstore {
 
@@ -38,11 +39,8 @@ inline constexpr uint64_t kMaxStartupTraceBytes = 8 << 20;
 inline constexpr size_t kMaxStartupTraceRanges = 1 << 18;
 inline constexpr uint64_t kMaxStartupTraceRange = 64 << 20;
 
-struct TraceRange {
-  uint64_t offset = 0;
-  uint64_t length = 0;
-  bool operator==(const TraceRange& o) const { return offset == o.offset && length == o.length; }
-};
+// A range of the disk the trace was recorded on.
+using TraceRange = ByteRange;
 
 struct StartupTrace {
   uint64_t virtual_size = 0;

@@ -1,0 +1,63 @@
+#include "blockstore/blockd/disk_prefetch.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "blockstore/file/stored_ranges.h"
+
+namespace dadi::blockstore::blockd {
+namespace {
+
+// Stored ranges per batch. A batch is cut from the located ranges in the disk ranges' order, so
+// that what the container reads first is fetched first; within a batch each file gets one
+// Prefetch of its ranges (sorted and merged), which it sends as one or a few multi-range GETs.
+constexpr size_t kBatchExtents = 64;
+
+}  // namespace
+
+absl::StatusOr<DiskPrefetchResult> PrefetchDiskRanges(const RandomAccessFile& disk,
+                                                      const std::vector<ByteRange>& ranges,
+                                                      const std::atomic<bool>& stop) {
+  DiskPrefetchResult result;
+  std::vector<FileExtent> extents;
+  for (const ByteRange& r : ranges) {
+    if (r.offset >= disk.Size()) continue;
+    result.disk_bytes += std::min(r.length, disk.Size() - r.offset);
+    disk.Locate(r.offset, r.length, &extents);
+  }
+  for (const FileExtent& e : extents) result.stored_bytes += e.range.length;
+  std::vector<StoredRanges> batches;
+  for (size_t i = 0; i < extents.size(); i += kBatchExtents) {
+    const size_t end = std::min(extents.size(), i + kBatchExtents);
+    for (StoredRanges& g : GroupByFile({extents.begin() + i, extents.begin() + end})) {
+      batches.push_back(std::move(g));
+    }
+  }
+  result.batches = batches.size();
+
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  absl::Mutex mu;
+  absl::Status first_error;
+  auto worker = [&] {
+    for (size_t i = next++; i < batches.size() && !stop.load() && !failed.load(); i = next++) {
+      absl::Status s = batches[i].file->Prefetch(batches[i].ranges);
+      if (!s.ok()) {
+        absl::MutexLock lock(&mu);
+        if (first_error.ok()) first_error = s;
+        failed.store(true);
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> workers;
+  const size_t count = std::min<size_t>(kDiskPrefetchWorkers, batches.size());
+  for (size_t t = 0; t < count; ++t) workers.emplace_back(worker);
+  for (std::thread& t : workers) t.join();
+  absl::MutexLock lock(&mu);
+  if (!first_error.ok()) return first_error;
+  return result;
+}
+
+}  // namespace dadi::blockstore::blockd

@@ -1,0 +1,107 @@
+// PrefetchDiskRanges alone: a fake disk whose bytes live in two stored files, which record the
+// prefetches they are asked for.
+#include "blockstore/blockd/disk_prefetch.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+
+#include "absl/synchronization/mutex.h"
+
+namespace dadi::blockstore::blockd {
+namespace {
+
+class StoredFile final : public RandomAccessFile {
+ public:
+  explicit StoredFile(std::string name, bool fail = false) : name_(std::move(name)), fail_(fail) {}
+  uint64_t Size() const override { return 1 << 30; }
+  absl::StatusOr<size_t> Pread(uint64_t, size_t, char*) const override {
+    return absl::InternalError("a prefetch must not read");
+  }
+  std::string Name() const override { return name_; }
+  absl::Status Prefetch(const std::vector<ByteRange>& ranges) const override {
+    absl::MutexLock lock(&mu_);
+    calls_.push_back(ranges);
+    return fail_ ? absl::UnavailableError("registry down") : absl::OkStatus();
+  }
+  std::vector<std::vector<ByteRange>> calls() const {
+    absl::MutexLock lock(&mu_);
+    return calls_;
+  }
+
+ private:
+  std::string name_;
+  bool fail_;
+  mutable absl::Mutex mu_;
+  mutable std::vector<std::vector<ByteRange>> calls_ ABSL_GUARDED_BY(mu_);
+};
+
+// Disk MiB k is stored at offset 1000 * k of file A for even k and of file B for odd k, each
+// MiB as 1000 stored bytes (as if compressed); Locate maps a range onto them per MiB.
+class FakeDisk final : public RandomAccessFile {
+ public:
+  FakeDisk(const StoredFile* a, const StoredFile* b) : a_(a), b_(b) {}
+  uint64_t Size() const override { return 64 << 20; }
+  absl::StatusOr<size_t> Pread(uint64_t, size_t, char*) const override {
+    return absl::InternalError("a prefetch must not read");
+  }
+  std::string Name() const override { return "disk"; }
+  void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const override {
+    const uint64_t end = std::min(Size(), offset + n);
+    for (uint64_t mib = offset >> 20; mib << 20 < end; ++mib) {
+      out->push_back(FileExtent{mib % 2 == 0 ? a_ : b_, ByteRange{1000 * mib, 1000}});
+    }
+  }
+
+ private:
+  const StoredFile* a_;
+  const StoredFile* b_;
+};
+
+TEST(DiskPrefetchTest, LocatesAndPrefetchesPerFileMerged) {
+  StoredFile a("a"), b("b");
+  FakeDisk disk(&a, &b);
+  std::atomic<bool> stop{false};
+  // MiB 3, 0-2 (across three MiB), 2 again, and a range past the disk's end.
+  auto r = PrefetchDiskRanges(disk, {{3 << 20, 10}, {100, (2 << 20)}, {2 << 20, 1}, {70 << 20, 1}},
+                              stop);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->disk_bytes, 10u + (2 << 20) + 1);
+  EXPECT_EQ(r->stored_bytes, 5000u);  // MiB 3, 0, 1, 2, 2
+  EXPECT_EQ(r->batches, 2u);          // one batch of extents: one call per file
+  // A: MiB 0 and 2 (twice, merged into one); B: MiB 3 then 1, sorted.
+  ASSERT_EQ(a.calls().size(), 1u);
+  EXPECT_EQ(a.calls()[0], (std::vector<ByteRange>{{0, 1000}, {2000, 1000}}));
+  ASSERT_EQ(b.calls().size(), 1u);
+  EXPECT_EQ(b.calls()[0], (std::vector<ByteRange>{{1000, 1000}, {3000, 1000}}));
+}
+
+TEST(DiskPrefetchTest, ManyRangesGoInBatchesInTheirOrder) {
+  StoredFile a("a"), b("b");
+  FakeDisk disk(&a, &b);
+  std::atomic<bool> stop{false};
+  std::vector<ByteRange> ranges;
+  for (uint64_t mib = 0; mib < 64; mib += 2) ranges.push_back({mib << 20, 1});  // all in A
+  for (int i = 0; i < 3; ++i) ranges.insert(ranges.end(), ranges.begin(), ranges.begin() + 32);
+  auto r = PrefetchDiskRanges(disk, ranges, stop);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->batches, 2u);  // 128 extents, 64 per batch
+  EXPECT_TRUE(b.calls().empty());
+  for (const auto& call : a.calls()) EXPECT_EQ(call.size(), 32u);
+}
+
+TEST(DiskPrefetchTest, FailsWithTheFilesErrorAndStops) {
+  StoredFile a("a", /*fail=*/true), b("b");
+  FakeDisk disk(&a, &b);
+  std::atomic<bool> stop{false};
+  auto r = PrefetchDiskRanges(disk, {{0, 1}}, stop);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  stop = true;
+  auto stopped = PrefetchDiskRanges(disk, {{1 << 20, 1}}, stop);
+  EXPECT_TRUE(stopped.ok());
+  EXPECT_TRUE(b.calls().empty());
+}
+
+}  // namespace
+}  // namespace dadi::blockstore::blockd
