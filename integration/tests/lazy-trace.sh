@@ -30,7 +30,9 @@ expect_eq "python3 output (recording)" 1 "$(cat "$BED_DIR/trace-rec.out")"
 wait_registry_idle || fail "the registry is still busy"
 # shellcheck disable=SC2086 # one digest per word
 first=$(registry_bytes_served $digests)
-log "recording run: $first of $layers bytes of the layer blobs served"
+# shellcheck disable=SC2086 # one digest per word
+first_gets=$(registry_range_gets $digests)
+log "recording run: $first of $layers bytes of the layer blobs served in $first_gets range GETs"
 [ "$first" -gt 0 ] || fail "nothing of the layer blobs served in the recording run"
 
 trace=$BED_DIR/trace.json
@@ -79,7 +81,12 @@ wait_registry_idle || fail "the registry is still busy"
 [ -n "$(registry_blob_gets "$trace_digest")" ] || fail "the registry served no GET of the trace blob $trace_digest"
 # shellcheck disable=SC2086 # one digest per word
 second=$(registry_bytes_served $digests)
-log "run with the trace: $second bytes of the layer blobs served (recording run: $first; trace: $ranges ranges, $traced_bytes bytes of the disk)"
+# shellcheck disable=SC2086 # one digest per word
+second_gets=$(registry_range_gets $digests)
+log "run with the trace: $second bytes of the layer blobs served in $second_gets range GETs (recording run: $first in $first_gets; trace: $ranges ranges, $traced_bytes bytes of the disk)"
+# The trace's blocks come in multi-range GETs, many ranges each, not one GET per read.
+[ $((3 * second_gets)) -le "$first_gets" ] ||
+  fail "the trace took $second_gets range GETs, not a third of the recording run's $first_gets: no multi-range requests?"
 [ "$second" -gt 0 ] || fail "nothing of the layer blobs served with the trace"
 [ "$second" -le $((2 * first)) ] ||
   fail "the trace ballooned the fetches: $second bytes served, more than twice the $first of the recording run"
