@@ -70,40 +70,6 @@ absl::StatusOr<StartupTrace> ParseStartupTrace(absl::string_view json) {
   return trace;
 }
 
-std::vector<TraceRange> CoalesceTrace(const std::vector<TraceRange>& ranges, uint64_t max_gap,
-                                      uint64_t max_length) {
-  std::vector<size_t> by_offset(ranges.size());
-  for (size_t i = 0; i < ranges.size(); ++i) by_offset[i] = i;
-  std::sort(by_offset.begin(), by_offset.end(),
-            [&](size_t a, size_t b) { return ranges[a].offset < ranges[b].offset; });
-  struct Joined {
-    TraceRange range;
-    size_t first_access;
-  };
-  std::vector<Joined> joined;
-  for (size_t i : by_offset) {
-    const TraceRange& r = ranges[i];
-    if (!joined.empty()) {
-      Joined& last = joined.back();
-      const uint64_t last_end = last.range.offset + last.range.length;
-      const uint64_t end = std::max(last_end, r.offset + r.length);
-      if (r.offset <= last_end + max_gap && end - last.range.offset <= max_length) {
-        last.range.length = end - last.range.offset;
-        last.first_access = std::min(last.first_access, i);
-        continue;
-      }
-    }
-    joined.push_back(Joined{r, i});
-  }
-  std::stable_sort(joined.begin(), joined.end(), [](const Joined& a, const Joined& b) {
-    return a.first_access < b.first_access;
-  });
-  std::vector<TraceRange> out;
-  out.reserve(joined.size());
-  for (const Joined& j : joined) out.push_back(j.range);
-  return out;
-}
-
 void TraceRecorder::Record(uint64_t offset, uint64_t length) {
   if (length == 0 || offset >= trace_.virtual_size) return;
   length = std::min({length, trace_.virtual_size - offset, kMaxStartupTraceRange});

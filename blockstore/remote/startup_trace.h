@@ -54,12 +54,6 @@ std::string SerializeStartupTrace(const StartupTrace& trace);
 // the limits above. INVALID_ARGUMENT naming what is wrong.
 absl::StatusOr<StartupTrace> ParseStartupTrace(absl::string_view json);
 
-// The ranges to prefetch for a trace: neighbours less than `max_gap` bytes apart are joined
-// (up to `max_length` per range), so that a few large reads replace many small ones; each
-// joined range keeps the earliest first access of its parts, and the result is in that order.
-std::vector<TraceRange> CoalesceTrace(const std::vector<TraceRange>& ranges, uint64_t max_gap,
-                                      uint64_t max_length);
-
 // Records reads as a trace: each read extends the last range when it continues it, else it
 // starts a new one; a range already recorded is not recorded again. Bounded: after
 // kMaxStartupTraceRanges ranges, further reads are dropped. Not thread-safe.

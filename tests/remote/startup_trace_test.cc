@@ -70,24 +70,6 @@ TEST(StartupTraceTest, RecorderMergesContinuationsAndSkipsRepeats) {
   EXPECT_TRUE(ParseStartupTrace(SerializeStartupTrace(r.trace())).ok());
 }
 
-TEST(StartupTraceTest, CoalesceJoinsNeighboursAndKeepsFirstAccessOrder) {
-  const std::vector<TraceRange> trace = {
-      {100000, 4096},        // 0: joins 2 (gap 904)
-      {0, 4096},             // 1: joins 3 (overlap)
-      {105000, 1000},        // 2
-      {2048, 8192},          // 3
-      {500000, 4096},        // 4: alone (gap too large)
-      {106000, 0x10000000},  // 5: adjacent to 0+2, but the joined range would be too long
-  };
-  const std::vector<TraceRange> want = {
-      {100000, 6000}, {0, 10240}, {500000, 4096}, {106000, 0x10000000}};
-  EXPECT_EQ(CoalesceTrace(trace, 4096, 1 << 20), want);
-  EXPECT_EQ(CoalesceTrace({}, 4096, 1 << 20), std::vector<TraceRange>{});
-  // No gap allowed: only overlapping or touching ranges join.
-  EXPECT_EQ(CoalesceTrace({{0, 10}, {10, 10}, {21, 1}}, 0, 100),
-            (std::vector<TraceRange>{{0, 20}, {21, 1}}));
-}
-
 TEST(StartupTraceTest, RecorderIsBounded) {
   TraceRecorder r(uint64_t{1} << 40);
   for (uint64_t i = 0; i < kMaxStartupTraceRanges + 10; ++i) r.Record(i * 8192, 4096);
