@@ -207,6 +207,8 @@ absl::Status ApplyConfigToml(absl::string_view toml_text, absl::string_view sour
       s = GetUint(node, source, key, &config->cache_size_limit);
     } else if (key == "cache_unit") {
       s = GetUint(node, source, key, &config->cache_unit);
+    } else if (key == "cache_fetch") {
+      s = GetUint(node, source, key, &config->cache_fetch);
     } else if (key == "block_cache_bytes") {
       s = GetUint(node, source, key, &config->block_cache_bytes);
     } else if (key == "readahead_bytes") {
@@ -261,6 +263,13 @@ absl::Status ValidateConfig(const Config& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("cache_unit ", config.cache_unit, " must be a power of two >= 4096"));
   }
+  // A fetch below the unit is the unit (raising cache_unit alone stays valid).
+  if ((config.cache_fetch > config.cache_unit && config.cache_fetch % config.cache_unit != 0) ||
+      config.cache_fetch > (uint64_t{64} << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("cache_fetch ", config.cache_fetch,
+                                                   " must be a multiple of cache_unit ",
+                                                   config.cache_unit, " up to 64 MiB"));
+  }
   if (config.fuse_threads < 1) {
     return absl::InvalidArgumentError("fuse_threads must be at least 1");
   }
@@ -274,8 +283,9 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   CLI::App app{"dadi-blockd: serves overlaybd images as read-only block devices"};
   std::optional<std::string> config_path, socket, state_dir, cache_dir, log_level, registry_config,
       registry_ca_file, docker_config;
-  std::optional<uint64_t> cache_size_limit, cache_unit, block_cache_bytes, readahead_bytes,
-      connect_timeout_ms, request_timeout_ms, stall_timeout_ms, initial_backoff_ms, max_backoff_ms;
+  std::optional<uint64_t> cache_size_limit, cache_unit, cache_fetch, block_cache_bytes,
+      readahead_bytes, connect_timeout_ms, request_timeout_ms, stall_timeout_ms, initial_backoff_ms,
+      max_backoff_ms;
   std::optional<int> fuse_threads, max_attempts;
   std::optional<uint32_t> device_read_ahead_kb;
   std::optional<bool> loop_direct_io;
@@ -288,7 +298,9 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   app.add_option("--cache-dir", cache_dir, "node cache directory (key cache_dir)");
   app.add_option("--cache-size-limit", cache_size_limit,
                  "node cache limit in bytes, 0 unlimited (key cache_size_limit)");
-  app.add_option("--cache-unit", cache_unit, "node cache refill unit in bytes (key cache_unit)");
+  app.add_option("--cache-unit", cache_unit, "node cache unit in bytes (key cache_unit)");
+  app.add_option("--cache-fetch", cache_fetch,
+                 "least bytes a node cache miss fetches (key cache_fetch)");
   app.add_option("--block-cache-bytes", block_cache_bytes,
                  "memory for decompressed blocks (key block_cache_bytes)");
   app.add_option("--readahead-bytes", readahead_bytes,
@@ -342,6 +354,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
   if (cache_dir) c.cache_dir = *cache_dir;
   if (cache_size_limit) c.cache_size_limit = *cache_size_limit;
   if (cache_unit) c.cache_unit = *cache_unit;
+  if (cache_fetch) c.cache_fetch = *cache_fetch;
   if (block_cache_bytes) c.block_cache_bytes = *block_cache_bytes;
   if (readahead_bytes) c.readahead_bytes = *readahead_bytes;
   if (fuse_threads) c.fuse_threads = *fuse_threads;

@@ -5,7 +5,10 @@
 //   state_dir = "/var/lib/dadi/blockd"      # FUSE mount (fuse/) and device mounts (mnt/<id>)
 //   cache_dir = "/var/lib/dadi/blockd/cache" # node cache of blob bytes (survives restarts)
 //   cache_size_limit = 0                    # bytes of the node cache; 0: unlimited
-//   cache_unit = 32768                      # node cache refill unit (bytes, power of two)
+//   cache_unit = 8192                       # node cache unit (bytes, power of two): the
+//                                           # granularity of a startup trace's prefetch
+//   cache_fetch = 32768                     # least a read miss fetches (aligned, a multiple
+//                                           # of cache_unit)
 //   block_cache_bytes = 67108864            # memory for decompressed ZFile blocks
 //   readahead_bytes = 16777216              # largest sequential readahead per blob; 0: none
 //   fuse_threads = 4                        # threads serving /dev/fuse
@@ -59,7 +62,8 @@ struct Config {
   std::string state_dir = "/var/lib/dadi/blockd";
   std::string cache_dir = "/var/lib/dadi/blockd/cache";
   uint64_t cache_size_limit = 0;
-  uint64_t cache_unit = 32 << 10;
+  uint64_t cache_unit = 8 << 10;
+  uint64_t cache_fetch = 32 << 10;
   uint64_t block_cache_bytes = 64 << 20;
   uint64_t readahead_bytes = 16 << 20;
   int fuse_threads = 4;

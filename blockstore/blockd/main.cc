@@ -5,7 +5,9 @@
 #include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <algorithm>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -61,6 +63,7 @@ int Run(int argc, char** argv) {
   NodeCacheOptions cache_options;
   cache_options.root = config.cache_dir;
   cache_options.unit_size = config.cache_unit;
+  cache_options.fetch_size = std::max(config.cache_fetch, config.cache_unit);
   cache_options.size_limit = config.cache_size_limit;
   absl::StatusOr<std::shared_ptr<NodeCache>> cache = NodeCache::Open(cache_options);
   if (!cache.ok()) {

@@ -338,6 +338,30 @@ absl::Status CachedBlob::EnsureLocked(uint64_t first, uint64_t last, uint64_t wi
           claimed.push_back(u);
         }
       }
+      // The rest of the fetch windows a miss falls in, as far as they are missing and
+      // continue the run being fetched.
+      const uint64_t per_fetch = cache_->fetch_units_;
+      if (pass == 0 && per_fetch > 1 && !claimed.empty()) {
+        std::vector<uint64_t> before;
+        if (claimed.front() == first) {
+          for (uint64_t u = first; u > first - first % per_fetch;) {
+            --u;
+            if (TestBit(u) || inflight_.count(u) != 0) break;
+            before.push_back(u);
+          }
+        }
+        if (claimed.back() == last) {
+          const uint64_t end = std::min(nunits_, (last / per_fetch + 1) * per_fetch);
+          for (uint64_t u = last + 1; u < end && !TestBit(u) && inflight_.count(u) == 0; ++u) {
+            claimed.push_back(u);
+          }
+        }
+        claimed.insert(claimed.begin(), before.rbegin(), before.rend());
+        for (uint64_t u : claimed) {
+          last_access_[u] = tick;
+          if (inflight_.count(u) == 0) inflight_[u] = std::make_shared<Inflight>();
+        }
+      }
       // Readahead: the first missing unit within the window after this read; claim a window's
       // worth of missing units from it for a background fetch (two may be in flight).
       if (pass == 0 && window > 0 && readaheads_running_ < 2 && last + 1 < nunits_) {
@@ -552,6 +576,11 @@ absl::StatusOr<std::shared_ptr<NodeCache>> NodeCache::Open(NodeCacheOptions opti
       options.unit_size > (uint64_t{1} << 30)) {
     return absl::InvalidArgumentError(absl::StrCat("node cache: unit size ", options.unit_size,
                                                    " is not a power of two in [4 KiB, 1 GiB]"));
+  }
+  if (options.fetch_size % options.unit_size != 0 || options.fetch_size > (uint64_t{64} << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("node cache: fetch size ", options.fetch_size,
+                                                   " is not a multiple of the unit size ",
+                                                   options.unit_size, " up to 64 MiB"));
   }
   std::error_code ec;
   std::filesystem::create_directories(options.root + "/blobs", ec);

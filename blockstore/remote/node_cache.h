@@ -12,6 +12,7 @@
 // Eviction clears bits durably before punching holes. Thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -35,7 +36,12 @@ namespace dadi::blockstore {
 struct NodeCacheOptions {
   std::string root;
   uint64_t unit_size = 1 << 20;  // the refill unit: misses are fetched in whole units
-  uint64_t size_limit = 0;       // bytes of present units; 0: unlimited
+  // A read that misses fetches, with the units it needs, the missing units around them up to
+  // the boundaries of this many bytes (aligned, a multiple of unit_size; 0: unit_size). Small
+  // units keep a prefetch's rounding small; a larger fetch keeps reads from making as many
+  // requests as units.
+  uint64_t fetch_size = 0;
+  uint64_t size_limit = 0;  // bytes of present units; 0: unlimited
   // Eviction brings usage down to this fraction of the limit.
   double low_watermark = 0.9;
   // New units are made durable (one fdatasync, then their map bits) after this many bytes.
@@ -195,7 +201,9 @@ class NodeCache {
 
  private:
   friend class CachedBlob;
-  explicit NodeCache(NodeCacheOptions options) : options_(std::move(options)) {}
+  explicit NodeCache(NodeCacheOptions options)
+      : options_(std::move(options)),
+        fetch_units_(std::max<uint64_t>(1, options_.fetch_size / options_.unit_size)) {}
   uint64_t Tick() { return clock_.fetch_add(1, std::memory_order_relaxed) + 1; }
   void MaybeEvict();
   void RequestFlush();
@@ -209,6 +217,7 @@ class NodeCache {
   void FlushLoop();
 
   const NodeCacheOptions options_;
+  const uint64_t fetch_units_;  // units per fetch window (fetch_size)
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<CachedBlob>> blobs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> pins_ ABSL_GUARDED_BY(mu_);

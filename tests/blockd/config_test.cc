@@ -29,6 +29,7 @@ state_dir = "/tmp/x/state"
 cache_dir = "/tmp/x/cache"
 cache_size_limit = 1073741824
 cache_unit = 262144
+cache_fetch = 1048576
 block_cache_bytes = 1048576
 readahead_bytes = 0
 fuse_threads = 2
@@ -58,6 +59,7 @@ password = "secret"
   EXPECT_EQ(c.cache_dir, "/tmp/x/cache");
   EXPECT_EQ(c.cache_size_limit, 1073741824u);
   EXPECT_EQ(c.cache_unit, 262144u);
+  EXPECT_EQ(c.cache_fetch, 1048576u);
   EXPECT_EQ(c.block_cache_bytes, 1048576u);
   EXPECT_EQ(c.readahead_bytes, 0u);
   EXPECT_EQ(c.fuse_threads, 2);
@@ -133,6 +135,9 @@ TEST(BlockdConfigTest, BadValuesAreRefused) {
   EXPECT_FALSE(Parse({"--config", dir.Join("empty.toml"), "--socket", "relative.sock"}).ok());
   EXPECT_FALSE(Parse({"--config", dir.Join("empty.toml"), "--log-level", "loud"}).ok());
   EXPECT_FALSE(Parse({"--config", dir.Join("empty.toml"), "--cache-unit", "1000"}).ok());
+  // A fetch must be whole units; one below the unit is the unit.
+  EXPECT_FALSE(Parse({"--config", dir.Join("empty.toml"), "--cache-fetch", "12288"}).ok());
+  EXPECT_TRUE(Parse({"--config", dir.Join("empty.toml"), "--cache-unit", "65536"}).ok());
   EXPECT_FALSE(Parse({"--config", dir.Join("empty.toml"), "--mirror", "nohost"}).ok());
   absl::StatusOr<CommandLine> flags =
       Parse({"--config", dir.Join("empty.toml"), "--device-read-ahead-kb", "64", "--loop-direct-io",

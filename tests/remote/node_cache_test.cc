@@ -83,11 +83,13 @@ class Origin {
   std::map<uint64_t, int> per_unit_;
 };
 
-std::shared_ptr<NodeCache> OpenCache(const std::string& root, uint64_t limit = 0) {
+std::shared_ptr<NodeCache> OpenCache(const std::string& root, uint64_t limit = 0,
+                                     uint64_t fetch_size = 0) {
   NodeCacheOptions o;
   o.root = root;
   o.unit_size = kUnit;
   o.size_limit = limit;
+  o.fetch_size = fetch_size;
   absl::StatusOr<std::shared_ptr<NodeCache>> c = NodeCache::Open(o);
   EXPECT_TRUE(c.ok()) << c.status();
   return c.ok() ? *c : nullptr;
@@ -313,6 +315,32 @@ TEST(NodeCacheTest, FailedPrefetchReleasesItsUnits) {
   for (uint64_t u : {0, 3, 5, 7}) {
     EXPECT_EQ(ReadRange(**blob, u * kUnit, 10, f), origin.data().substr(u * kUnit, 10)) << u;
   }
+}
+
+// A miss fetches the missing units of its aligned fetch window with the ones it needs, in one
+// request, stopping at units present; a prefetch still works unit by unit.
+TEST(NodeCacheTest, MissesFetchTheirWindow) {
+  testing::ScratchDir dir("remote-cache");
+  Origin origin(RandomBytes(16 * kUnit, 9));
+  auto cache = OpenCache(dir.path(), 0, 4 * kUnit);
+  auto blob = cache->Blob(Sha256Digest(origin.data()), origin.data().size());
+  ASSERT_TRUE(blob.ok());
+  auto f = origin.Fetcher();
+  EXPECT_EQ(ReadRange(**blob, 5 * kUnit + 3, 10, f), origin.data().substr(5 * kUnit + 3, 10));
+  EXPECT_EQ(origin.requests(), 1);
+  for (uint64_t u = 4; u < 8; ++u) EXPECT_EQ(origin.UnitFetches(u), 1) << u;
+  EXPECT_EQ(origin.UnitFetches(3), 0);
+  EXPECT_EQ(origin.UnitFetches(8), 0);
+  // Unit 10 present: a miss in unit 9 fetches 8-9 only; one in 11 fetches 11 only.
+  ASSERT_TRUE((*blob)->Prefetch({{10 * kUnit, 1}}, origin.RangesFetcherFor(), 4).ok());
+  EXPECT_EQ(origin.UnitFetches(10), 1);
+  EXPECT_EQ(origin.UnitFetches(11), 0);  // a prefetch is not widened
+  ReadRange(**blob, 9 * kUnit, 1, f);
+  ReadRange(**blob, 11 * kUnit + 5, 1, f);
+  EXPECT_EQ(origin.requests(), 3);
+  for (uint64_t u = 8; u < 12; ++u) EXPECT_EQ(origin.UnitFetches(u), 1) << u;
+  EXPECT_EQ(origin.UnitFetches(12), 0);
+  EXPECT_EQ((*blob)->PresentUnits(), 8u);
 }
 
 TEST(NodeCacheTest, SequentialReadsReadAhead) {
