@@ -78,6 +78,16 @@ class RandomAccessFile {
     (void)ranges;
     return absl::OkStatus();
   }
+
+  // Makes a later Pread of [offset, offset + n) cheaper where this file keeps decoded bytes in
+  // memory: a compressed file decompresses the blocks holding the range into its block cache
+  // (reading their stored bytes, which a Prefetch should have brought close); views forward to
+  // the files they read. The default does nothing. Thread-safe like Pread.
+  virtual absl::Status WarmCache(uint64_t offset, uint64_t n) const {
+    (void)offset;
+    (void)n;
+    return absl::OkStatus();
+  }
 };
 
 // Reads exactly n bytes at offset, or fails with OUT_OF_RANGE naming the file, `what` (the

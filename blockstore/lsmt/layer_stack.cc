@@ -62,8 +62,9 @@ absl::StatusOr<size_t> LayerStack::Pread(uint64_t offset, size_t n, char* buf) c
   return want;
 }
 
-void LayerStack::Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const {
-  if (offset >= size_ || n == 0) return;
+template <typename Fn>
+absl::Status LayerStack::ForEachMapped(uint64_t offset, uint64_t n, const Fn& fn) const {
+  if (offset >= size_ || n == 0) return absl::OkStatus();
   const uint64_t stop = offset + std::min<uint64_t>(n, size_ - offset);
   const uint64_t first = offset / kSectorSize;
   const uint64_t last = (stop + kSectorSize - 1) / kSectorSize;
@@ -73,9 +74,24 @@ void LayerStack::Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* ou
     uint64_t from = std::max(offset, p.offset * kSectorSize);
     uint64_t to = std::min(stop, p.end() * kSectorSize);
     if (from >= to || p.zeroed) continue;
-    files_[p.tag]->Locate(p.moffset * kSectorSize + (from - p.offset * kSectorSize), to - from,
-                          out);
+    absl::Status s =
+        fn(*files_[p.tag], p.moffset * kSectorSize + (from - p.offset * kSectorSize), to - from);
+    if (!s.ok()) return s;
   }
+  return absl::OkStatus();
+}
+
+void LayerStack::Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const {
+  (void)ForEachMapped(offset, n, [out](const RandomAccessFile& f, uint64_t at, uint64_t len) {
+    f.Locate(at, len, out);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status LayerStack::WarmCache(uint64_t offset, uint64_t n) const {
+  return ForEachMapped(offset, n, [](const RandomAccessFile& f, uint64_t at, uint64_t len) {
+    return f.WarmCache(at, len);
+  });
 }
 
 std::string LayerStack::Name() const {

@@ -33,12 +33,18 @@ class LayerStack final : public RandomAccessFile {
   // The stored bytes of the layers' files that map the range (zeroed and unmapped sectors
   // have none).
   void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const override;
+  // Warms the layers' files for the parts of the range they map.
+  absl::Status WarmCache(uint64_t offset, uint64_t n) const override;
 
   const SegmentIndex& index() const { return index_; }
   const std::vector<std::shared_ptr<const SealedLayer>>& layers() const { return layers_; }
 
  private:
   LayerStack() = default;
+  // Calls fn(file, offset, length) for each part of the range a layer's file stores (not for
+  // unmapped or zeroed sectors), stopping at the first error.
+  template <typename Fn>
+  absl::Status ForEachMapped(uint64_t offset, uint64_t n, const Fn& fn) const;
   std::vector<std::shared_ptr<const SealedLayer>> layers_;
   std::vector<const RandomAccessFile*> files_;
   SegmentIndex index_;

@@ -246,6 +246,34 @@ void ZFileReader::Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* o
   file_->Locate(offsets_[first], offsets_[last + 1] - offsets_[first], out);
 }
 
+absl::Status ZFileReader::WarmCache(uint64_t offset, uint64_t n) const {
+  const uint64_t size = info_.original_file_size;
+  if (offset >= size || n == 0) return absl::OkStatus();
+  const uint64_t first = offset / info_.block_size;
+  const uint64_t last = (offset + std::min<uint64_t>(n, size - offset) - 1) / info_.block_size;
+  std::string stored;
+  for (uint64_t i = first; i <= last;) {
+    if (cache_->Lookup(cache_id_, i) != nullptr) {
+      ++i;
+      continue;
+    }
+    uint64_t j = i + 1;
+    while (j <= last && offsets_[j + 1] - offsets_[i] <= options_.max_batch_bytes &&
+           cache_->Lookup(cache_id_, j) == nullptr) {
+      ++j;
+    }
+    if (absl::Status s = ReadStored(i, j, &stored); !s.ok()) return s;
+    for (uint64_t k = i; k < j; ++k) {
+      absl::StatusOr<BlockCache::Value> v =
+          DecodeBlock(k, stored.data() + (offsets_[k] - offsets_[i]));
+      if (!v.ok()) return v.status();
+      cache_->Insert(cache_id_, k, *std::move(v));
+    }
+    i = j;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ZFileReader::VerifyAll() const {
   std::string stored;
   std::string scratch(info_.block_size, '\0');

@@ -48,6 +48,9 @@ class ZFileReader final : public RandomAccessFile {
   std::string Name() const override { return file_->Name(); }
   // The stored bytes of the blocks holding the range, in the compressed file.
   void Locate(uint64_t offset, uint64_t n, std::vector<FileExtent>* out) const override;
+  // Decompresses the blocks holding the range that are not cached into the block cache
+  // (Pread streams a read of several blocks past it).
+  absl::Status WarmCache(uint64_t offset, uint64_t n) const override;
 
   // The header as stored, and the structure holding the final fields (trailer or overwritten
   // header).

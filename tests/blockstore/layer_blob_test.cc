@@ -127,6 +127,28 @@ TEST(LayerBlobTest, LocateNamesTheStoredBytesAReadTouches) {
   }
 }
 
+// WarmCache through a stack decompresses what each layer maps of the range: reading the range
+// afterwards reads no blob.
+TEST(LayerBlobTest, WarmCacheThroughTheStackLeavesNothingToRead) {
+  auto lower_file = std::make_shared<RecordingFile>(MakeBlob(3, true));
+  auto upper_file = std::make_shared<RecordingFile>(MakeBlob(2, false));
+  auto lb = LayerBlob::Open(lower_file);
+  auto ub = LayerBlob::Open(upper_file);
+  ASSERT_TRUE(lb.ok() && ub.ok());
+  auto stack = LayerStack::Create({(*lb)->layer(), (*ub)->layer()});
+  ASSERT_TRUE(stack.ok());
+  const ByteRange range{(2 << 20) + 5000, (3 << 20)};  // upper MiB 2, unmapped 3, lower 4
+  lower_file->TakeReads();
+  upper_file->TakeReads();
+  ASSERT_TRUE((*stack)->WarmCache(range.offset, range.length).ok());
+  EXPECT_FALSE(lower_file->TakeReads().empty());
+  EXPECT_FALSE(upper_file->TakeReads().empty());
+  std::string buf(range.length, '\0');
+  ASSERT_TRUE((*stack)->Pread(range.offset, range.length, buf.data()).ok());
+  EXPECT_TRUE(lower_file->TakeReads().empty());
+  EXPECT_TRUE(upper_file->TakeReads().empty());
+}
+
 TEST(LayerBlobTest, OpensInTwoReadsAndReportsCost) {
   for (bool overwrite : {true, false}) {
     std::string blob = MakeBlob(4, overwrite);

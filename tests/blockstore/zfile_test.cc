@@ -197,6 +197,28 @@ TEST(ZFileReaderTest, SharedCacheAndConcurrentReaders) {
   EXPECT_EQ(bad.load(), 0);
 }
 
+// WarmCache decompresses a range's blocks into the cache with one read of their stored bytes;
+// reads of the range then need the file no more, even a spanning read that would stream.
+TEST(ZFileReaderTest, WarmCacheServesLaterReadsFromMemory) {
+  std::string data = testing::MixedData(1 << 20, 4);
+  auto fault = std::make_shared<testing::FaultInjectionFile>(
+      std::shared_ptr<const RandomAccessFile>(NewMemoryFile(Compress(data, {}))));
+  auto r = ZFileReader::Open(fault);
+  ASSERT_TRUE(r.ok());
+  const int64_t before = fault->reads();
+  ASSERT_TRUE((*r)->WarmCache(3 * 4096 + 7, 20 * 4096).ok());
+  EXPECT_EQ(fault->reads() - before, 1);
+  ASSERT_TRUE((*r)->WarmCache(3 * 4096, 4096).ok());  // cached already: no read
+  EXPECT_EQ(fault->reads() - before, 1);
+  fault->FailFromRead(fault->reads());
+  std::string buf(21 * 4096, '\0');
+  ASSERT_TRUE(PreadExact(**r, 3 * 4096, buf.size(), buf.data(), "test").ok());
+  EXPECT_EQ(buf, data.substr(3 * 4096, buf.size()));
+  // Outside the warmed blocks the file is read (and fails here).
+  EXPECT_EQ((*r)->Pread(30 * 4096, 10, buf.data()).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE((*r)->WarmCache(data.size(), 100).ok());  // past the end: nothing
+}
+
 TEST(ZFileReaderTest, ReadErrorsPropagate) {
   std::string data = testing::MixedData(100000, 12);
   auto fault = std::make_shared<testing::FaultInjectionFile>(
