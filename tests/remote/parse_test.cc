@@ -169,8 +169,9 @@ TEST(MultipartTest, Boundary) {
 
 TEST(MultipartTest, GoStyleBody) {
   std::string a(100, 'a'), b = "--frontier\r\n--frontier--", c(1, 'c');
-  absl::StatusOr<std::vector<BytesPart>> parts = ParseMultipartByteranges(
-      GoMultipart("frontier", {{0, a}, {500, b}, {999, c}}, 1000), "frontier");
+  // The parts are views into the body: it must outlive them.
+  const std::string body = GoMultipart("frontier", {{0, a}, {500, b}, {999, c}}, 1000);
+  absl::StatusOr<std::vector<BytesPart>> parts = ParseMultipartByteranges(body, "frontier");
   ASSERT_TRUE(parts.ok()) << parts.status();
   ASSERT_EQ(parts->size(), 3u);
   EXPECT_EQ((*parts)[0].first, 0u);
