@@ -12,6 +12,9 @@ namespace {
 // Stored ranges per batch. A batch is cut from the located ranges in the disk ranges' order, so
 // that what the container reads first is fetched first; within a batch each file gets one
 // Prefetch of its ranges (sorted and merged), which it sends as one or a few multi-range GETs.
+// The first batches are small and grow to kBatchExtents: the first reads (the mount's) wait
+// for a short request, not for one of many ranges.
+constexpr size_t kFirstBatchExtents = 4;
 constexpr size_t kBatchExtents = 64;
 
 }  // namespace
@@ -28,8 +31,9 @@ absl::StatusOr<DiskPrefetchResult> PrefetchDiskRanges(const RandomAccessFile& di
   }
   for (const FileExtent& e : extents) result.stored_bytes += e.range.length;
   std::vector<StoredRanges> batches;
-  for (size_t i = 0; i < extents.size(); i += kBatchExtents) {
-    const size_t end = std::min(extents.size(), i + kBatchExtents);
+  for (size_t i = 0, size = kFirstBatchExtents; i < extents.size();
+       i += size, size = std::min(2 * size, kBatchExtents)) {
+    const size_t end = std::min(extents.size(), i + size);
     for (StoredRanges& g : GroupByFile({extents.begin() + i, extents.begin() + end})) {
       batches.push_back(std::move(g));
     }

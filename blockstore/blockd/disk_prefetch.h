@@ -22,8 +22,8 @@ struct DiskPrefetchResult {
 };
 
 // Prefetches `ranges` of `disk` (in order of priority: the first ranges are fetched first),
-// kDiskPrefetchWorkers batches at a time. Stops early when `stop` is set; fails with the
-// first error of a batch.
+// kDiskPrefetchWorkers batches at a time, the first batches small. Stops early when `stop` is set;
+// fails with the first error of a batch.
 inline constexpr int kDiskPrefetchWorkers = 4;
 absl::StatusOr<DiskPrefetchResult> PrefetchDiskRanges(const RandomAccessFile& disk,
                                                       const std::vector<ByteRange>& ranges,

@@ -69,10 +69,12 @@ TEST(DiskPrefetchTest, LocatesAndPrefetchesPerFileMerged) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->disk_bytes, 10u + (2 << 20) + 1);
   EXPECT_EQ(r->stored_bytes, 5000u);  // MiB 3, 0, 1, 2, 2
-  EXPECT_EQ(r->batches, 2u);          // one batch of extents: one call per file
-  // A: MiB 0 and 2 (twice, merged into one); B: MiB 3 then 1, sorted.
-  ASSERT_EQ(a.calls().size(), 1u);
+  // The first batch is the first 4 located ranges (MiB 3, 0, 1, 2): one call per file, sorted;
+  // the second holds MiB 2 again.
+  EXPECT_EQ(r->batches, 3u);
+  ASSERT_EQ(a.calls().size(), 2u);
   EXPECT_EQ(a.calls()[0], (std::vector<ByteRange>{{0, 1000}, {2000, 1000}}));
+  EXPECT_EQ(a.calls()[1], (std::vector<ByteRange>{{2000, 1000}}));
   ASSERT_EQ(b.calls().size(), 1u);
   EXPECT_EQ(b.calls()[0], (std::vector<ByteRange>{{1000, 1000}, {3000, 1000}}));
 }
@@ -86,9 +88,33 @@ TEST(DiskPrefetchTest, ManyRangesGoInBatchesInTheirOrder) {
   for (int i = 0; i < 3; ++i) ranges.insert(ranges.end(), ranges.begin(), ranges.begin() + 32);
   auto r = PrefetchDiskRanges(disk, ranges, stop);
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->batches, 2u);  // 128 extents, 64 per batch
+  // 128 located ranges in batches of 4, 8, 16, 32, 64 and the last 4; repeats within a batch
+  // merge (each batch holds at most the 32 distinct ranges).
+  EXPECT_EQ(r->batches, 6u);
   EXPECT_TRUE(b.calls().empty());
-  for (const auto& call : a.calls()) EXPECT_EQ(call.size(), 32u);
+  std::vector<size_t> sizes;
+  for (const auto& call : a.calls()) sizes.push_back(call.size());
+  std::sort(sizes.begin(), sizes.end());
+  EXPECT_EQ(sizes, (std::vector<size_t>{4, 4, 8, 16, 32, 32}));
+}
+
+// The batch holding the first ranges is small: the reads that come first (a mount's) wait for
+// a short request.
+TEST(DiskPrefetchTest, FirstBatchIsSmall) {
+  StoredFile a("a"), b("b");
+  FakeDisk disk(&a, &b);
+  std::atomic<bool> stop{false};
+  std::vector<ByteRange> ranges;
+  for (uint64_t mib = 0; mib < 64; mib += 2) ranges.push_back({mib << 20, 1});
+  ASSERT_TRUE(PrefetchDiskRanges(disk, ranges, stop).ok());
+  bool found = false;
+  for (const auto& call : a.calls()) {
+    if (!call.empty() && call.front() == ByteRange{0, 1000}) {
+      found = true;
+      EXPECT_EQ(call.size(), 4u);
+    }
+  }
+  EXPECT_TRUE(found);
 }
 
 TEST(DiskPrefetchTest, FailsWithTheFilesErrorAndStops) {
