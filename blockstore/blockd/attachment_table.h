@@ -124,6 +124,9 @@ class AttachmentTable {
     BlobRef ref;
     std::shared_future<absl::StatusOr<StartupTrace>> trace;
     absl::Time start;
+    // The device's entry (none for Warm): once its attach is done, the trace's small ranges
+    // are read through the device.
+    std::shared_ptr<Entry> entry;
   };
   PendingTrace FetchTrace(const std::string& repository, const BlobRef& ref) const;
   // Prefetches the stored bytes of the trace's ranges of `image`: in a job

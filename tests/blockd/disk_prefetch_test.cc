@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <map>
 
 #include "absl/synchronization/mutex.h"
+#include "tests/support/scratch_dir.h"
 
 namespace dadi::blockstore::blockd {
 namespace {
@@ -127,6 +129,29 @@ TEST(DiskPrefetchTest, FailsWithTheFilesErrorAndStops) {
   auto stopped = PrefetchDiskRanges(disk, {{1 << 20, 1}}, stop);
   EXPECT_TRUE(stopped.ok());
   EXPECT_TRUE(b.calls().empty());
+}
+
+// Through a device (here a plain file: the reads are the same): the small ranges are read, the
+// large ones skipped; a missing device is NOT_FOUND.
+TEST(DiskPrefetchTest, SmallRangesAreReadThroughTheDevice) {
+  testing::ScratchDir dir("disk-prefetch");
+  const std::string path = dir.Join("device");
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << std::string(1 << 20, 'x');
+  }
+  std::atomic<bool> stop{false};
+  absl::StatusOr<size_t> n = ReadSmallRangesThroughDevice(
+      path, {{0, 4096}, {8192, 64 << 10}, {1 << 19, 16 << 10}, {(1 << 20) - 10, 10}}, 16 << 10,
+      stop);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 3u);
+  EXPECT_EQ(ReadSmallRangesThroughDevice(dir.Join("none"), {{0, 1}}, 4096, stop).status().code(),
+            absl::StatusCode::kNotFound);
+  stop = true;
+  n = ReadSmallRangesThroughDevice(path, {{0, 4096}}, 4096, stop);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0u);
 }
 
 }  // namespace
