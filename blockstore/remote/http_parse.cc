@@ -48,6 +48,25 @@ absl::string_view TakeToken(absl::string_view& s) {
   return tok;
 }
 
+// A quoted-string (RFC 9110 5.6.4) at the front of `s`, its opening quote already consumed:
+// unescapes it into `value` and consumes it with the closing quote. False when `s` ends first.
+bool ConsumeQuotedRest(absl::string_view& s, std::string* value) {
+  while (!s.empty()) {
+    char c = s.front();
+    s.remove_prefix(1);
+    if (c == '\\') {
+      if (s.empty()) return false;
+      value->push_back(s.front());
+      s.remove_prefix(1);
+    } else if (c == '"') {
+      return true;
+    } else {
+      value->push_back(c);
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 std::optional<uint64_t> ParseDecimal(absl::string_view s) {
@@ -130,22 +149,7 @@ absl::StatusOr<std::vector<AuthChallenge>> ParseAuthChallenges(absl::string_view
       std::string value;
       if (!s.empty() && s.front() == '"') {
         s.remove_prefix(1);
-        bool closed = false;
-        while (!s.empty()) {
-          char c = s.front();
-          s.remove_prefix(1);
-          if (c == '\\') {
-            if (s.empty()) break;
-            value.push_back(s.front());
-            s.remove_prefix(1);
-          } else if (c == '"') {
-            closed = true;
-            break;
-          } else {
-            value.push_back(c);
-          }
-        }
-        if (!closed) {
+        if (!ConsumeQuotedRest(s, &value)) {
           return absl::InvalidArgumentError(absl::StrCat(
               "WWW-Authenticate: unterminated quoted value of parameter \"", name, "\""));
         }
@@ -236,22 +240,7 @@ absl::StatusOr<std::string> ParseMultipartBoundary(absl::string_view content_typ
     SkipSpace(s);
     std::string value;
     if (absl::ConsumePrefix(&s, "\"")) {
-      bool closed = false;
-      while (!s.empty()) {
-        char c = s.front();
-        s.remove_prefix(1);
-        if (c == '\\') {
-          if (s.empty()) break;
-          value.push_back(s.front());
-          s.remove_prefix(1);
-        } else if (c == '"') {
-          closed = true;
-          break;
-        } else {
-          value.push_back(c);
-        }
-      }
-      if (!closed) {
+      if (!ConsumeQuotedRest(s, &value)) {
         return absl::InvalidArgumentError(
             absl::StrCat("Content-Type: unterminated quoted value of parameter \"", name, "\""));
       }

@@ -114,6 +114,15 @@ size_t ZFileReader::BlockLength(uint64_t i) const {
       std::min<uint64_t>(info_.block_size, info_.original_file_size - start));
 }
 
+uint64_t ZFileReader::UncachedRunEnd(uint64_t i, uint64_t last) const {
+  uint64_t j = i + 1;
+  while (j <= last && offsets_[j + 1] - offsets_[i] <= options_.max_batch_bytes &&
+         cache_->Lookup(cache_id_, j) == nullptr) {
+    ++j;
+  }
+  return j;
+}
+
 absl::Status ZFileReader::ReadStored(uint64_t i, uint64_t j, std::string* stored) const {
   stored->resize(offsets_[j] - offsets_[i]);
   return PreadExact(*file_, offsets_[i], stored->size(), stored->data(), "ZFile compressed blocks");
@@ -210,11 +219,7 @@ absl::StatusOr<size_t> ZFileReader::Pread(uint64_t offset, size_t n, char* buf) 
       }
     }
     // A run of uncached blocks, fetched with one read.
-    uint64_t j = i + 1;
-    while (j <= last && offsets_[j + 1] - offsets_[i] <= options_.max_batch_bytes &&
-           cache_->Lookup(cache_id_, j) == nullptr) {
-      ++j;
-    }
+    const uint64_t j = UncachedRunEnd(i, last);
     if (absl::Status s = ReadStored(i, j, &stored); !s.ok()) return s;
     for (uint64_t k = i; k < j; ++k) {
       const char* src = stored.data() + (offsets_[k] - offsets_[i]);
@@ -257,11 +262,7 @@ absl::Status ZFileReader::WarmCache(uint64_t offset, uint64_t n) const {
       ++i;
       continue;
     }
-    uint64_t j = i + 1;
-    while (j <= last && offsets_[j + 1] - offsets_[i] <= options_.max_batch_bytes &&
-           cache_->Lookup(cache_id_, j) == nullptr) {
-      ++j;
-    }
+    const uint64_t j = UncachedRunEnd(i, last);
     if (absl::Status s = ReadStored(i, j, &stored); !s.ok()) return s;
     for (uint64_t k = i; k < j; ++k) {
       absl::StatusOr<BlockCache::Value> v =

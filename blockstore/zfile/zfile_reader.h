@@ -74,6 +74,9 @@ class ZFileReader final : public RandomAccessFile {
  private:
   ZFileReader(std::shared_ptr<const RandomAccessFile> file, ZFileReaderOptions options);
   size_t BlockLength(uint64_t i) const;
+  // The end (exclusive) of the run of blocks from i (not cached) up to `last` that are not
+  // cached and stored within max_batch_bytes: read together with one Pread.
+  uint64_t UncachedRunEnd(uint64_t i, uint64_t last) const;
   // Reads the stored bytes of blocks [i, j) into `stored` with one Pread.
   absl::Status ReadStored(uint64_t i, uint64_t j, std::string* stored) const;
   // Checks and decompresses block i from its stored bytes into dst (BlockLength(i) bytes).
