@@ -106,11 +106,7 @@ void RegisterConvertCommands(CLI::App& app, int& exit_code) {
   AddRegistryFlags(cmd, &f->registry);
   cmd->callback([f, &exit_code] {
     auto summary = RunConvert(*f);
-    if (!summary.ok()) {
-      std::fprintf(stderr, "dadi convert: %s\n", summary.status().ToString().c_str());
-      exit_code = 1;
-      return;
-    }
+    if (Failed(summary, "convert", exit_code)) return;
     if (f->json) {
       std::printf("%s\n", summary->ToJson().c_str());
     } else {

@@ -350,11 +350,7 @@ void RegisterTraceCommands(CLI::App& app, int& exit_code) {
   cmd->add_option("FILE", save->file, "where to write the trace (replaced atomically)")->required();
   cmd->callback([save, &exit_code] {
     auto line = RunSave(*save);
-    if (!line.ok()) {
-      std::fprintf(stderr, "dadi trace save: %s\n", line.status().ToString().c_str());
-      exit_code = 1;
-      return;
-    }
+    if (Failed(line, "trace save", exit_code)) return;
     std::printf("%s\n", line->c_str());
   });
 
@@ -369,11 +365,7 @@ void RegisterTraceCommands(CLI::App& app, int& exit_code) {
   AddRegistryFlags(cmd, &push->registry);
   cmd->callback([push, &exit_code] {
     auto result = RunPush(*push);
-    if (!result.ok()) {
-      std::fprintf(stderr, "dadi trace push: %s\n", result.status().ToString().c_str());
-      exit_code = 1;
-      return;
-    }
+    if (Failed(result, "trace push", exit_code)) return;
     if (result->index_digest.empty()) {
       std::printf("%s\n", result->manifest_digest.c_str());
     } else {
@@ -387,11 +379,7 @@ void RegisterTraceCommands(CLI::App& app, int& exit_code) {
   cmd->add_option("FILE", *show_file, "the trace")->required();
   cmd->callback([show_file, &exit_code] {
     auto trace = ReadTraceFile(*show_file);
-    if (!trace.ok()) {
-      std::fprintf(stderr, "dadi trace show: %s\n", trace.status().ToString().c_str());
-      exit_code = 1;
-      return;
-    }
+    if (Failed(trace, "trace show", exit_code)) return;
     std::printf("%s, virtual disk %llu bytes, blob %s (%zu bytes)\n", Summary(trace->trace).c_str(),
                 static_cast<unsigned long long>(trace->trace.virtual_size),
                 blockstore::Sha256Digest(trace->bytes).c_str(), trace->bytes.size());

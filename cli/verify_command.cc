@@ -67,11 +67,7 @@ void RegisterVerifyCommands(CLI::App& app, int& exit_code) {
   AddRegistryFlags(cmd, &f->registry);
   cmd->callback([f, &exit_code] {
     auto report = RunVerify(*f);
-    if (!report.ok()) {
-      std::fprintf(stderr, "dadi verify: %s\n", report.status().ToString().c_str());
-      exit_code = 1;
-      return;
-    }
+    if (Failed(report, "verify", exit_code)) return;
     std::string what = report->platform.empty() ? "" : absl::StrCat(" (", report->platform, ")");
     if (report->differences.empty()) {
       std::printf("OK%s: %d layers, %llu entries identical\n", what.c_str(), report->layers,
