@@ -13,6 +13,8 @@
 namespace dadi::blockstore::blockd {
 namespace {
 
+// A startup trace's blocks decompressed ahead: at most this much of the disk (half the default
+// block cache).
 constexpr uint64_t kMaxWarmBytes = 32 << 20;
 // Trace ranges up to this long are read through the device: mostly file system metadata.
 constexpr uint64_t kSmallTraceRange = 16 << 10;
@@ -341,17 +343,13 @@ void AttachmentTable::PrefetchStartupTrace(const std::string& id, const OpenImag
     return;
   }
   const absl::Time fetched = absl::Now();
-  // Then the blocks are decompressed into the block cache, in the trace's order and at most
-  // kMaxWarmBytes of the disk (half the default block cache): the container's first reads copy
+  // Then the blocks are decompressed into the block cache: the container's first reads copy
   // them out instead of decompressing them while it waits.
-  uint64_t warmed = 0;
-  for (const TraceRange& r : trace->ranges) {
-    if (stop->load() || warmed + r.length > kMaxWarmBytes) break;
-    if (absl::Status s = image.stack().WarmCache(r.offset, r.length); !s.ok()) {
-      spdlog::warn("startup trace {} of {}: decompressing: {}", ref.digest, id, s.ToString());
-      break;
-    }
-    warmed += r.length;
+  absl::StatusOr<uint64_t> warmed =
+      DecompressDiskRanges(image.stack(), trace->ranges, kMaxWarmBytes, *stop);
+  if (!warmed.ok()) {
+    spdlog::warn("startup trace {} of {}: decompressing: {}", ref.digest, id,
+                 warmed.status().ToString());
   }
   const absl::Time decompressed = absl::Now();
   // And the small ranges through the device, once it is attached (the attach holds the entry's
@@ -380,7 +378,7 @@ void AttachmentTable::PrefetchStartupTrace(const std::string& id, const OpenImag
       "prefetched in {:.0f} ms, {} bytes decompressed in {:.0f} ms more, {} small ranges read "
       "through the device in {:.0f} ms more",
       ref.digest, id, trace->ranges.size(), done->disk_bytes, done->stored_bytes, done->batches,
-      absl::ToDoubleMilliseconds(fetched - pending.start), warmed,
+      absl::ToDoubleMilliseconds(fetched - pending.start), warmed.value_or(0),
       absl::ToDoubleMilliseconds(decompressed - fetched), small,
       absl::ToDoubleMilliseconds(absl::Now() - decompressed));
 }

@@ -71,6 +71,18 @@ absl::StatusOr<DiskPrefetchResult> PrefetchDiskRanges(const RandomAccessFile& di
   return result;
 }
 
+absl::StatusOr<uint64_t> DecompressDiskRanges(const RandomAccessFile& disk,
+                                              const std::vector<ByteRange>& ranges,
+                                              uint64_t max_bytes, const std::atomic<bool>& stop) {
+  uint64_t warmed = 0;
+  for (const ByteRange& r : ranges) {
+    if (stop.load() || warmed + r.length > max_bytes) break;
+    if (absl::Status s = disk.WarmCache(r.offset, r.length); !s.ok()) return s;
+    warmed += r.length;
+  }
+  return warmed;
+}
+
 absl::StatusOr<size_t> ReadSmallRangesThroughDevice(const std::string& device_path,
                                                     const std::vector<ByteRange>& ranges,
                                                     uint64_t max_length,

@@ -30,6 +30,13 @@ absl::StatusOr<DiskPrefetchResult> PrefetchDiskRanges(const RandomAccessFile& di
                                                       const std::vector<ByteRange>& ranges,
                                                       const std::atomic<bool>& stop);
 
+// Decompresses the blocks holding `ranges` of `disk` into their block caches
+// (RandomAccessFile::WarmCache), in order, until `max_bytes` of the disk or `stop`; their stored
+// bytes should be local already (PrefetchDiskRanges). Returns the bytes of the disk warmed.
+absl::StatusOr<uint64_t> DecompressDiskRanges(const RandomAccessFile& disk,
+                                              const std::vector<ByteRange>& ranges,
+                                              uint64_t max_bytes, const std::atomic<bool>& stop);
+
 // Reads the ranges of at most `max_length` bytes through the block device at `device_path`
 // (in order, without readahead), so that they sit in the device's page cache: ext4 reads its
 // metadata (inodes, directory and extent blocks) through that cache, while file data goes

@@ -55,10 +55,22 @@ class FakeDisk final : public RandomAccessFile {
       out->push_back(FileExtent{mib % 2 == 0 ? a_ : b_, ByteRange{1000 * mib, 1000}});
     }
   }
+  absl::Status WarmCache(uint64_t offset, uint64_t n) const override {
+    absl::MutexLock lock(&mu_);
+    warmed_.push_back(ByteRange{offset, n});
+    return offset == kBadOffset ? absl::DataLossError("bad block") : absl::OkStatus();
+  }
+  std::vector<ByteRange> warmed() const {
+    absl::MutexLock lock(&mu_);
+    return warmed_;
+  }
+  static constexpr uint64_t kBadOffset = 63 << 20;
 
  private:
   const StoredFile* a_;
   const StoredFile* b_;
+  mutable absl::Mutex mu_;
+  mutable std::vector<ByteRange> warmed_ ABSL_GUARDED_BY(mu_);
 };
 
 TEST(DiskPrefetchTest, LocatesAndPrefetchesPerFileMerged) {
@@ -129,6 +141,23 @@ TEST(DiskPrefetchTest, FailsWithTheFilesErrorAndStops) {
   auto stopped = PrefetchDiskRanges(disk, {{1 << 20, 1}}, stop);
   EXPECT_TRUE(stopped.ok());
   EXPECT_TRUE(b.calls().empty());
+}
+
+// Decompressing ahead goes in order, up to the byte limit, and stops at an error.
+TEST(DiskPrefetchTest, DecompressesInOrderUpToTheLimit) {
+  StoredFile a("a"), b("b");
+  FakeDisk disk(&a, &b);
+  std::atomic<bool> stop{false};
+  auto n = DecompressDiskRanges(disk, {{5 << 20, 100}, {0, 200}, {9 << 20, 300}}, 350, stop);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 300u);
+  EXPECT_EQ(disk.warmed(), (std::vector<ByteRange>{{5 << 20, 100}, {0, 200}}));
+  EXPECT_EQ(DecompressDiskRanges(disk, {{FakeDisk::kBadOffset, 1}}, 1 << 20, stop).status().code(),
+            absl::StatusCode::kDataLoss);
+  stop = true;
+  n = DecompressDiskRanges(disk, {{0, 1}}, 1 << 20, stop);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0u);
 }
 
 // Through a device (here a plain file: the reads are the same): the small ranges are read, the
