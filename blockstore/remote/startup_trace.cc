@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "absl/strings/str_cat.h"
+#include "blockstore/remote/digest.h"
 #include "nlohmann/json.hpp"
 
 namespace dadi::blockstore {
@@ -22,8 +23,81 @@ std::string SerializeStartupTrace(const StartupTrace& trace) {
   nlohmann::ordered_json ranges = nlohmann::ordered_json::array();
   for (const TraceRange& r : trace.ranges) ranges.push_back({r.offset, r.length});
   j["ranges"] = std::move(ranges);
+  if (!trace.stored.empty()) {
+    nlohmann::ordered_json stored = nlohmann::ordered_json::array();
+    for (const StoredRange& s : trace.stored) {
+      stored.push_back({s.blob, s.range.offset, s.range.length});
+    }
+    j["stored"] = std::move(stored);
+  }
+  if (trace.pack.has_value()) {
+    j["pack"] = {{"digest", trace.pack->digest}, {"size", trace.pack->size}};
+  }
   return j.dump();
 }
+
+uint64_t StoredBytes(const std::vector<StoredRange>& stored) {
+  uint64_t bytes = 0;
+  for (const StoredRange& s : stored) bytes += s.range.length;
+  return bytes;
+}
+
+namespace {
+
+absl::Status ParseStored(const nlohmann::json& j, StartupTrace* trace) {
+  auto stored = j.find("stored");
+  if (stored == j.end()) return absl::OkStatus();
+  if (!stored->is_array()) return Invalid("stored is not an array");
+  if (stored->size() > kMaxStartupTraceRanges) {
+    return Invalid(absl::StrCat(stored->size(), " stored ranges, more than the limit of ",
+                                kMaxStartupTraceRanges));
+  }
+  trace->stored.reserve(stored->size());
+  uint64_t total = 0;
+  for (size_t i = 0; i < stored->size(); ++i) {
+    const nlohmann::json& r = (*stored)[i];
+    if (!r.is_array() || r.size() != 3 || !r[0].is_string() || !r[1].is_number_unsigned() ||
+        !r[2].is_number_unsigned()) {
+      return Invalid(absl::StrCat("stored range ", i, " is not [digest, offset, length]"));
+    }
+    StoredRange s{r[0].get<std::string>(), {r[1].get<uint64_t>(), r[2].get<uint64_t>()}};
+    if (!IsValidDigest(s.blob)) {
+      return Invalid(absl::StrCat("stored range ", i, ": \"", s.blob, "\" is not a digest"));
+    }
+    if (s.range.length == 0 || s.range.length > kMaxStartupTraceRange ||
+        s.range.offset > UINT64_MAX - s.range.length) {
+      return Invalid(absl::StrCat("stored range ", i, " [", s.range.offset, ", +", s.range.length,
+                                  ") is empty, too long or past 2^64"));
+    }
+    total += s.range.length;  // at most 2^18 * 2^26: no overflow
+    trace->stored.push_back(std::move(s));
+  }
+  auto pack = j.find("pack");
+  if (pack == j.end()) return absl::OkStatus();
+  if (!pack->is_object()) return Invalid("pack is not an object");
+  auto digest = pack->find("digest");
+  auto size = pack->find("size");
+  if (digest == pack->end() || !digest->is_string() ||
+      !IsValidDigest(digest->get_ref<const std::string&>())) {
+    return Invalid("pack.digest is not a digest");
+  }
+  if (size == pack->end() || !size->is_number_unsigned()) {
+    return Invalid("pack.size is not a non-negative integer");
+  }
+  StartupPackRef ref{digest->get<std::string>(), size->get<uint64_t>()};
+  if (ref.size != total || total == 0) {
+    return Invalid(
+        absl::StrCat("pack.size ", ref.size, " is not the ", total, " bytes of the stored ranges"));
+  }
+  if (ref.size > kMaxStartupPackBytes) {
+    return Invalid(absl::StrCat("pack of ", ref.size, " bytes, more than the limit of ",
+                                kMaxStartupPackBytes));
+  }
+  trace->pack = std::move(ref);
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<StartupTrace> ParseStartupTrace(absl::string_view json) {
   if (json.size() > kMaxStartupTraceBytes) {
@@ -67,6 +141,8 @@ absl::StatusOr<StartupTrace> ParseStartupTrace(absl::string_view json) {
     }
     trace.ranges.push_back(range);
   }
+  if (j.contains("pack") && !j.contains("stored")) return Invalid("pack without stored ranges");
+  if (absl::Status s = ParseStored(j, &trace); !s.ok()) return s;
   return trace;
 }
 

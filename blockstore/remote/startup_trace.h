@@ -8,14 +8,22 @@
 //
 //   {"mediaType": "application/vnd.dadi.startup-trace.v1+json",
 //    "virtualSize": 68719476736,
-//    "ranges": [[offset, length], ...]}
+//    "ranges": [[offset, length], ...],
+//    "stored": [["sha256:<layer blob>", offset, length], ...],
+//    "pack": {"digest": "sha256:...", "size": N}}
 //
 // Ranges are byte ranges of the virtual disk; each lies inside virtualSize, and has a length of
-// 1..kMaxStartupTraceRange. Unknown keys are ignored (fields are only ever added).
+// 1..kMaxStartupTraceRange. `stored` (optional; blockd adds it when it hands a trace out) names
+// the bytes of the layer blobs that store those ranges: what a prefetch has to fetch. `pack`
+// (optional; `dadi trace push` adds it) names a blob holding exactly the stored ranges' bytes
+// back to back, in order: one sequential GET instead of a multi-range GET per few ranges, which
+// a registry serves with one read of its file instead of one per range. Unknown keys are
+// ignored (fields are only ever added).
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,14 +46,38 @@ inline constexpr char kStartupTraceSizeAnnotation[] =
 inline constexpr uint64_t kMaxStartupTraceBytes = 8 << 20;
 inline constexpr size_t kMaxStartupTraceRanges = 1 << 18;
 inline constexpr uint64_t kMaxStartupTraceRange = 64 << 20;
+// A pack is read into memory whole (its digest is checked before any of it is used).
+inline constexpr uint64_t kMaxStartupPackBytes = 256 << 20;
+inline constexpr absl::string_view kStartupPackMediaType = "application/vnd.dadi.startup-pack.v1";
 
 // A range of the disk the trace was recorded on.
 using TraceRange = ByteRange;
 
+// Bytes of one layer blob that store part of the traced ranges.
+struct StoredRange {
+  std::string blob;  // the layer blob's digest, "sha256:<hex>"
+  ByteRange range;
+
+  bool operator==(const StoredRange&) const = default;
+};
+
+// The blob holding the stored ranges' bytes back to back.
+struct StartupPackRef {
+  std::string digest;
+  uint64_t size = 0;  // the sum of the stored ranges' lengths
+
+  bool operator==(const StartupPackRef&) const = default;
+};
+
 struct StartupTrace {
   uint64_t virtual_size = 0;
-  std::vector<TraceRange> ranges;  // first access first
+  std::vector<TraceRange> ranges;   // first access first
+  std::vector<StoredRange> stored;  // empty: not located
+  std::optional<StartupPackRef> pack;
 };
+
+// The sum of the stored ranges' lengths: the size of their pack.
+uint64_t StoredBytes(const std::vector<StoredRange>& stored);
 
 // The JSON blob. Deterministic: the same trace gives the same bytes.
 std::string SerializeStartupTrace(const StartupTrace& trace);

@@ -22,6 +22,27 @@ TEST(StartupTraceTest, SerializeParseRoundTrip) {
   EXPECT_EQ(SerializeStartupTrace(*back), json);
 }
 
+TEST(StartupTraceTest, StoredRangesAndPackRoundTrip) {
+  const std::string a = "sha256:" + std::string(64, 'a');
+  const std::string b = "sha256:" + std::string(64, 'b');
+  StartupTrace t;
+  t.virtual_size = 1 << 20;
+  t.ranges = {{0, 4096}};
+  t.stored = {{b, {8192, 16384}}, {a, {0, 8192}}};
+  absl::StatusOr<StartupTrace> back = ParseStartupTrace(SerializeStartupTrace(t));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->stored, t.stored);  // order kept: the pack's order
+  EXPECT_FALSE(back->pack.has_value());
+  EXPECT_EQ(StoredBytes(t.stored), 24576u);
+
+  t.pack = StartupPackRef{"sha256:" + std::string(64, 'c'), 24576};
+  const std::string json = SerializeStartupTrace(t);
+  back = ParseStartupTrace(json);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->pack, t.pack);
+  EXPECT_EQ(SerializeStartupTrace(*back), json);
+}
+
 TEST(StartupTraceTest, BadBlobsAreRefusedWithTheReason) {
   const std::string head =
       R"({"mediaType":"application/vnd.dadi.startup-trace.v1+json","virtualSize":1048576,)";
@@ -42,6 +63,28 @@ TEST(StartupTraceTest, BadBlobsAreRefusedWithTheReason) {
       {head + R"("ranges":[[1048000,4096]]})", "outside the disk"},
       {head + R"("ranges":[[18446744073709551615,2]]})", "outside the disk"},
       {std::string(kMaxStartupTraceBytes + 1, ' '), "limit"},
+      {head + R"("ranges":[],"stored":{}})", "stored is not an array"},
+      {head + R"("ranges":[],"stored":[["sha256:x",0,1]]})", "is not a digest"},
+      {head + R"("ranges":[],"stored":[[")" + std::string(64, 'a') + R"(",0,1]]})",
+       "is not a digest"},
+      {head + R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') + R"(",0]]})",
+       "stored range 0 is not"},
+      {head + R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') + R"(",0,0]]})",
+       "stored range 0 [0, +0) is empty"},
+      {head + R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') +
+           R"(",18446744073709551615,2]]})",
+       "past 2^64"},
+      {head + R"("ranges":[],"pack":{"digest":"sha256:)" + std::string(64, 'a') + R"(","size":1}})",
+       "pack without stored ranges"},
+      {head + R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') +
+           R"(",0,4096]],"pack":{"digest":"sha256:)" + std::string(64, 'a') + R"(","size":4095}})",
+       "is not the 4096 bytes"},
+      {head + R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') +
+           R"(",0,4096]],"pack":{"digest":"md5:1","size":4096}})",
+       "pack.digest"},
+      {head + R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') +
+           R"(",0,4096]],"pack":[]})",
+       "pack is not an object"},
   };
   for (const Case& c : cases) {
     absl::StatusOr<StartupTrace> t = ParseStartupTrace(c.json);
