@@ -4,14 +4,21 @@
 // layer's annotations), and replayed by blockd on every later attach of the image.
 //
 //   dadi trace save [--blockd SOCKET] [--id ID] FILE   blockd's GetTrace into FILE
-//   dadi trace push [registry flags] FILE docker://REF  the trace blob + annotated manifest
+//   dadi trace push [registry flags] [--no-pack] FILE docker://REF
+//                                                       the startup pack (the stored ranges'
+//                                                       bytes), the trace blob naming it, and
+//                                                       the annotated manifest
 //   dadi trace show FILE                                ranges and bytes of a trace file
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -59,6 +66,12 @@ uint64_t TraceBytes(const StartupTrace& trace) {
 
 std::string Summary(const StartupTrace& trace) {
   return absl::StrCat(trace.ranges.size(), " ranges, ", TraceBytes(trace), " bytes of the disk");
+}
+
+size_t StoredBlobs(const std::vector<blockstore::StoredRange>& stored) {
+  std::set<absl::string_view> blobs;
+  for (const blockstore::StoredRange& s : stored) blobs.insert(s.blob);
+  return blobs.size();
 }
 
 // A trace file, read and checked.
@@ -144,6 +157,7 @@ struct PushFlags {
   std::string file;
   std::string image;
   std::string platform;
+  bool no_pack = false;
   RegistryFlags registry;
 };
 
@@ -151,6 +165,10 @@ struct PushResult {
   std::string manifest_digest;  // the image manifest with the annotations
   std::string index_digest;     // the index pointing at it, when REF is an index
 };
+
+// At most this many (merged) ranges of a layer blob per ReadBlobRanges call while building a
+// pack: each call is one multi-range GET, and registries read their file once per range.
+constexpr size_t kPackRangesPerRead = 64;
 
 // The registry reference of an image's repository (no tag or digest), for blob calls.
 blockstore::Reference RepositoryOf(const blockstore::Reference& ref) {
@@ -160,13 +178,12 @@ blockstore::Reference RepositoryOf(const blockstore::Reference& ref) {
   return repo;
 }
 
-// Sets the trace annotations on the top layer of the image manifest `body` (replacing earlier
-// ones; the other bytes of the document keep their order, so the result depends only on the
-// manifest and the trace). Checks that every layer is an overlaybd layer. Returns the new body;
-// `top_repository` gets the top layer's containerd.io/snapshot/dadi/repository, if any.
-absl::StatusOr<std::string> AnnotateManifest(absl::string_view body, const std::string& what,
-                                             const std::string& trace_digest, uint64_t trace_size,
-                                             std::string* top_repository) {
+// Parses the image manifest `body` and checks that it has layers and that every layer is an
+// overlaybd layer. `top_repository` gets the top layer's containerd.io/snapshot/dadi/repository,
+// if any.
+absl::StatusOr<blockstore::ImageManifest> CheckManifest(absl::string_view body,
+                                                        const std::string& what,
+                                                        std::string* top_repository) {
   auto typed = blockstore::ParseImageManifest(body);
   if (!typed.ok()) {
     return absl::Status(typed.status().code(), absl::StrCat(what, ": ", typed.status().message()));
@@ -184,7 +201,14 @@ absl::StatusOr<std::string> AnnotateManifest(absl::string_view body, const std::
   const auto& top = typed->layers.back().annotations;
   auto repo = top.find(std::string(image::kDadiRepositoryAnnotation));
   if (repo != top.end()) *top_repository = repo->second;
+  return std::move(*typed);
+}
 
+// Sets the trace annotations on the top layer of the image manifest `body`, which CheckManifest
+// accepted (replacing earlier ones; the other bytes of the document keep their order, so the
+// result depends only on the manifest and the trace). Returns the new body.
+absl::StatusOr<std::string> AnnotateManifest(absl::string_view body, const std::string& what,
+                                             const std::string& trace_digest, uint64_t trace_size) {
   // ParseImageManifest accepted it, so it is a JSON object with a non-empty "layers" array of
   // objects; parsing cannot fail here.
   ojson doc = ojson::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
@@ -199,17 +223,130 @@ absl::StatusOr<std::string> AnnotateManifest(absl::string_view body, const std::
   return doc.dump();
 }
 
-absl::Status PushTraceBlob(const blockstore::RegistryClient& client,
-                           const blockstore::Reference& repo, const std::string& digest,
-                           const std::string& bytes, const std::string& mount_from) {
-  auto data = blockstore::NewMemoryFile(bytes, "startup trace " + digest);
+// The startup pack of `stored`: the bytes of those ranges of the image's layer blobs, back to
+// back in the order of `stored`, read from `repo`. Every stored range must lie inside a layer of
+// `manifest` (a trace recorded on another image names other blobs).
+absl::StatusOr<std::string> BuildPack(const blockstore::RegistryClient& client,
+                                      const blockstore::Reference& repo, const std::string& what,
+                                      const blockstore::ImageManifest& manifest,
+                                      const std::vector<blockstore::StoredRange>& stored) {
+  std::map<std::string, uint64_t> layer_sizes;
+  for (const blockstore::Descriptor& d : manifest.layers) {
+    layer_sizes[d.digest] = static_cast<uint64_t>(d.size);
+  }
+  // Per blob, the indices of its stored ranges (std::map: the blobs are read in a fixed order).
+  std::map<std::string, std::vector<size_t>> by_blob;
+  for (size_t i = 0; i < stored.size(); ++i) {
+    const blockstore::StoredRange& s = stored[i];
+    auto layer = layer_sizes.find(s.blob);
+    if (layer == layer_sizes.end()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "stored range ", i, " of the trace names blob ", s.blob, ", which is not a layer of ",
+          what, ": the trace was recorded on another image (--no-pack pushes it without a pack)"));
+    }
+    // ParseStartupTrace checked that offset + length does not overflow.
+    if (s.range.offset + s.range.length > layer->second) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "stored range ", i, " of the trace [", s.range.offset, ", +", s.range.length,
+          ") is past the end of layer ", s.blob, " of ", what, " (", layer->second, " bytes)"));
+    }
+    by_blob[s.blob].push_back(i);
+  }
+  const uint64_t total = blockstore::StoredBytes(stored);
+  if (total > blockstore::kMaxStartupPackBytes) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the trace's stored ranges hold ", total, " bytes, more than a startup pack's limit of ",
+        blockstore::kMaxStartupPackBytes, " (--no-pack pushes it without a pack)"));
+  }
+  // Where each stored range goes in the pack.
+  std::vector<uint64_t> position(stored.size());
+  uint64_t at = 0;
+  for (size_t i = 0; i < stored.size(); ++i) {
+    position[i] = at;
+    at += stored[i].range.length;
+  }
+  std::string pack(total, '\0');
+
+  for (auto& [blob, indices] : by_blob) {
+    std::sort(indices.begin(), indices.end(),
+              [&](size_t a, size_t b) { return stored[a].range.offset < stored[b].range.offset; });
+    // ReadBlobRanges wants sorted, disjoint ranges: merge the ones that overlap or touch.
+    std::vector<blockstore::ByteRange> merged;
+    for (size_t i : indices) {
+      const blockstore::ByteRange& r = stored[i].range;
+      if (!merged.empty() && r.offset <= merged.back().offset + merged.back().length) {
+        uint64_t end = std::max(merged.back().offset + merged.back().length, r.offset + r.length);
+        merged.back().length = end - merged.back().offset;
+      } else {
+        merged.push_back(r);
+      }
+    }
+    size_t next = 0;  // the first of `indices` not copied into the pack yet
+    for (size_t begin = 0; begin < merged.size(); begin += kPackRangesPerRead) {
+      const size_t end = std::min(merged.size(), begin + kPackRangesPerRead);
+      std::vector<blockstore::ByteRange> batch(merged.begin() + begin, merged.begin() + end);
+      std::vector<uint64_t> in_buf(batch.size());  // where each merged range starts in `buf`
+      uint64_t bytes = 0;
+      for (size_t j = 0; j < batch.size(); ++j) {
+        in_buf[j] = bytes;
+        bytes += batch[j].length;
+      }
+      std::string buf(bytes, '\0');
+      if (absl::Status s = client.ReadBlobRanges(repo, blob, batch, buf.data()); !s.ok()) {
+        return absl::Status(s.code(),
+                            absl::StrCat("read the stored ranges of layer ", blob, " from ",
+                                         repo.registry, "/", repo.repository, ": ", s.message()));
+      }
+      // The stored ranges inside this batch, in the order of their offsets, as the merged ranges.
+      const uint64_t batch_end = batch.back().offset + batch.back().length;
+      size_t j = 0;
+      for (; next < indices.size() && stored[indices[next]].range.offset < batch_end; ++next) {
+        const size_t i = indices[next];
+        const blockstore::ByteRange& r = stored[i].range;
+        while (r.offset >= batch[j].offset + batch[j].length) ++j;
+        std::memcpy(pack.data() + position[i],
+                    buf.data() + in_buf[j] + (r.offset - batch[j].offset), r.length);
+      }
+    }
+  }
+  return pack;
+}
+
+absl::Status PushNamedBlob(const blockstore::RegistryClient& client,
+                           const blockstore::Reference& repo, const std::string& what,
+                           const std::string& digest, const blockstore::RandomAccessFile& data,
+                           const std::string& mount_from) {
   blockstore::PushBlobOptions options;
   options.mount_from = mount_from;
-  auto pushed = client.PushBlob(repo, digest, *data, options);
+  auto pushed = client.PushBlob(repo, digest, data, options);
   if (!pushed.ok()) {
     return absl::Status(pushed.status().code(),
-                        absl::StrCat("push trace blob ", digest, " to ", repo.registry, "/",
+                        absl::StrCat("push ", what, " ", digest, " to ", repo.registry, "/",
                                      repo.repository, ": ", pushed.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+// Pushes a blob where blockd looks for the image's trace and pack: the repository the image is
+// pulled from, and the top layer's own repository when dadi convert recorded another one (same
+// registry: mounted).
+absl::Status PushToImageRepositories(const blockstore::RegistryClient& client,
+                                     const blockstore::Reference& repo,
+                                     const std::string& top_repository, const std::string& what,
+                                     const std::string& digest, std::string bytes) {
+  auto data = blockstore::NewMemoryFile(std::move(bytes), absl::StrCat(what, " ", digest));
+  if (absl::Status s = PushNamedBlob(client, repo, what, digest, *data, ""); !s.ok()) return s;
+  const std::string here = absl::StrCat(repo.registry, "/", repo.repository);
+  if (!top_repository.empty() && top_repository != here) {
+    auto other = blockstore::ParseReference(top_repository);
+    if (other.ok()) {
+      const std::string mount_from = other->registry == repo.registry ? repo.repository : "";
+      if (absl::Status s =
+              PushNamedBlob(client, RepositoryOf(*other), what, digest, *data, mount_from);
+          !s.ok()) {
+        return s;
+      }
+    }
   }
   return absl::OkStatus();
 }
@@ -286,28 +423,42 @@ absl::StatusOr<PushResult> RunPush(const PushFlags& f) {
     manifest = std::move(*top);
   }
 
-  const std::string trace_digest = blockstore::Sha256Digest(trace->bytes);
   std::string top_repository;
-  auto body =
-      AnnotateManifest(manifest.body, f.image, trace_digest, trace->bytes.size(), &top_repository);
+  auto layers = CheckManifest(manifest.body, f.image, &top_repository);
+  if (!layers.ok()) return layers.status();
+
+  // The pack first (its blob is pushed before the trace that names it), then the trace blob: the
+  // file's bytes unless its pack changes (a pack in the file is never published as it is).
+  StartupTrace& t = trace->trace;
+  std::string pack;
+  if (!f.no_pack && !t.stored.empty()) {
+    auto built = BuildPack(client, repo, f.image, *layers, t.stored);
+    if (!built.ok()) return built.status();
+    pack = std::move(*built);
+    t.pack = blockstore::StartupPackRef{blockstore::Sha256Digest(pack), pack.size()};
+    trace->bytes = blockstore::SerializeStartupTrace(t);
+  } else if (t.pack.has_value()) {
+    t.pack.reset();
+    trace->bytes = blockstore::SerializeStartupTrace(t);
+  }
+  const std::string trace_digest = blockstore::Sha256Digest(trace->bytes);
+  auto body = AnnotateManifest(manifest.body, f.image, trace_digest, trace->bytes.size());
   if (!body.ok()) return body.status();
 
-  // The blob goes where blockd looks for it: the repository the image is pulled from, and the
-  // top layer's own repository when dadi convert recorded another one (same registry: mounted).
-  if (absl::Status s = PushTraceBlob(client, repo, trace_digest, trace->bytes, ""); !s.ok()) {
-    return s;
-  }
-  const std::string here = absl::StrCat(repo.registry, "/", repo.repository);
-  if (!top_repository.empty() && top_repository != here) {
-    auto other = blockstore::ParseReference(top_repository);
-    if (other.ok()) {
-      const std::string mount_from = other->registry == repo.registry ? repo.repository : "";
-      if (absl::Status s =
-              PushTraceBlob(client, RepositoryOf(*other), trace_digest, trace->bytes, mount_from);
-          !s.ok()) {
-        return s;
-      }
+  if (t.pack.has_value()) {
+    if (absl::Status s = PushToImageRepositories(client, repo, top_repository, "startup pack",
+                                                 t.pack->digest, std::move(pack));
+        !s.ok()) {
+      return s;
     }
+    std::fprintf(stderr, "startup pack %s: %llu bytes of %zu layer blobs (%zu ranges)\n",
+                 t.pack->digest.c_str(), static_cast<unsigned long long>(t.pack->size),
+                 StoredBlobs(t.stored), t.stored.size());
+  }
+  if (absl::Status s = PushToImageRepositories(client, repo, top_repository, "trace blob",
+                                               trace_digest, trace->bytes);
+      !s.ok()) {
+    return s;
   }
 
   if (!index) {
@@ -362,6 +513,8 @@ void RegisterTraceCommands(CLI::App& app, int& exit_code) {
   cmd->add_option("REF", push->image, "the overlaybd image: docker://REF (a tag)")->required();
   cmd->add_option("--platform", push->platform,
                   "the platform's manifest of an index (os/arch[/variant])");
+  cmd->add_flag("--no-pack", push->no_pack,
+                "push the trace without a startup pack (the stored ranges' bytes in one blob)");
   AddRegistryFlags(cmd, &push->registry);
   cmd->callback([push, &exit_code] {
     auto result = RunPush(*push);
@@ -380,9 +533,19 @@ void RegisterTraceCommands(CLI::App& app, int& exit_code) {
   cmd->callback([show_file, &exit_code] {
     auto trace = ReadTraceFile(*show_file);
     if (Failed(trace, "trace show", exit_code)) return;
-    std::printf("%s, virtual disk %llu bytes, blob %s (%zu bytes)\n", Summary(trace->trace).c_str(),
-                static_cast<unsigned long long>(trace->trace.virtual_size),
-                blockstore::Sha256Digest(trace->bytes).c_str(), trace->bytes.size());
+    const StartupTrace& t = trace->trace;
+    std::string more;
+    if (!t.stored.empty()) {
+      absl::StrAppend(&more, ", ", t.stored.size(), " stored ranges, ",
+                      blockstore::StoredBytes(t.stored), " bytes of ", StoredBlobs(t.stored),
+                      " layer blobs");
+    }
+    if (t.pack.has_value()) {
+      absl::StrAppend(&more, ", pack ", t.pack->digest, " (", t.pack->size, " bytes)");
+    }
+    std::printf("%s, virtual disk %llu bytes, blob %s (%zu bytes)%s\n", Summary(t).c_str(),
+                static_cast<unsigned long long>(t.virtual_size),
+                blockstore::Sha256Digest(trace->bytes).c_str(), trace->bytes.size(), more.c_str());
   });
 }
 

@@ -73,6 +73,17 @@ void WriteFile(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary) << data;
 }
 
+// `n` bytes that differ from offset to offset and from seed to seed.
+std::string Pattern(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    s[i] = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
 std::string TraceBlob(std::vector<blockstore::TraceRange> ranges) {
   blockstore::StartupTrace t;
   t.virtual_size = 64ull << 30;
@@ -213,8 +224,13 @@ class TracePushTest : public ::testing::Test {
     ASSERT_TRUE(client_->PushBlob(Ref(repo), Sha256Digest(data), *file).ok());
   }
 
-  // A two-layer image (overlaybd annotations on every layer when `overlaybd`) as repo:tag.
-  ImageManifest MakeImage(const std::string& repo, bool overlaybd) {
+  // A two-layer image (overlaybd annotations on every layer when `overlaybd`) as repo:tag, with
+  // the layer blobs `layers` (default: two short strings).
+  ImageManifest MakeImage(const std::string& repo, bool overlaybd,
+                          std::vector<std::string> layers = {}) {
+    if (layers.empty()) {
+      for (int i = 0; i < 2; ++i) layers.push_back(absl::StrCat("layer ", i, " of ", repo));
+    }
     const std::string config =
         R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}})";
     PushBlob(repo, config);
@@ -223,8 +239,7 @@ class TracePushTest : public ::testing::Test {
     m.config.media_type = std::string(blockstore::kOciConfigMediaType);
     m.config.digest = Sha256Digest(config);
     m.config.size = static_cast<int64_t>(config.size());
-    for (int i = 0; i < 2; ++i) {
-      const std::string layer = absl::StrCat("layer ", i, " of ", repo);
+    for (const std::string& layer : layers) {
       PushBlob(repo, layer);
       Descriptor d;
       d.media_type = std::string(blockstore::kOciLayerMediaType);
@@ -398,6 +413,209 @@ TEST_F(TracePushTest, Refusals) {
   ImageManifest m = GetManifest(Ref("dadi/app", "obd"));
   ASSERT_EQ(m.layers.size(), 2u);
   EXPECT_EQ(m.layers[1].annotations.count(blockstore::kStartupTraceDigestAnnotation), 0u);
+}
+
+// --- the startup pack ------------------------------------------------------------------------
+
+class TracePackTest : public TracePushTest {
+ protected:
+  void SetUp() override {
+    TracePushTest::SetUp();
+    if (HasFatalFailure()) return;
+    layers_ = {Pattern(300 << 10, 1), Pattern(100 << 10, 2)};
+    for (const std::string& l : layers_) digests_.push_back(Sha256Digest(l));
+  }
+
+  // The image "dadi/app:obd" made of layers_; its top layer names `top_repository` (if any) as
+  // its own repository.
+  void MakePackImage(const std::string& top_repository = "") {
+    ImageManifest m = MakeImage("dadi/app", true, layers_);
+    if (!top_repository.empty()) {
+      m.layers.back().annotations["containerd.io/snapshot/dadi/repository"] =
+          absl::StrCat(registry_->host(), "/", top_repository);
+    }
+    PutManifest(Ref("dadi/app", "obd"), m);
+  }
+
+  // A trace whose stored ranges are `stored`.
+  static blockstore::StartupTrace TraceOf(std::vector<blockstore::StoredRange> stored) {
+    blockstore::StartupTrace t;
+    t.virtual_size = 64ull << 30;
+    t.ranges = {{0, 4096}, {1 << 20, 65536}};
+    t.stored = std::move(stored);
+    return t;
+  }
+
+  // What the pack of `stored` must hold: the layers' bytes, back to back in order.
+  std::string Expected(const std::vector<blockstore::StoredRange>& stored) const {
+    std::string pack;
+    for (const blockstore::StoredRange& s : stored) {
+      for (size_t i = 0; i < digests_.size(); ++i) {
+        if (digests_[i] == s.blob) pack += layers_[i].substr(s.range.offset, s.range.length);
+      }
+    }
+    return pack;
+  }
+
+  // The trace blob the top layer of dadi/app:obd names, parsed (checking its size annotation).
+  blockstore::StartupTrace PushedTrace() {
+    ImageManifest m = GetManifest(Ref("dadi/app", "obd"));
+    EXPECT_EQ(m.layers.size(), 2u);
+    if (m.layers.size() != 2) return {};
+    auto& a = m.layers[1].annotations;
+    auto blob = client_->GetBlob(Ref("dadi/app"), a[blockstore::kStartupTraceDigestAnnotation]);
+    EXPECT_TRUE(blob.ok()) << blob.status();
+    if (!blob.ok()) return {};
+    EXPECT_EQ(a[blockstore::kStartupTraceSizeAnnotation], absl::StrCat(blob->size()));
+    auto t = blockstore::ParseStartupTrace(*blob);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? *t : blockstore::StartupTrace{};
+  }
+
+  Result Push(const std::string& file, const std::string& flags = "") {
+    return Dadi(dir_, absl::StrCat("trace push --plain-http ", flags, " ", file, " ",
+                                   Docker("dadi/app:obd")));
+  }
+
+  std::vector<std::string> layers_;
+  std::vector<std::string> digests_;
+};
+
+TEST_F(TracePackTest, PushBuildsThePackFromTheLayers) {
+  MakePackImage("dadi/layers");
+  // Out of the blobs' order, both blobs interleaved, overlapping, touching and repeated ranges,
+  // a range at a blob's very end, and more than one read's worth (64) of ranges in layer 0.
+  std::vector<blockstore::StoredRange> stored = {
+      {digests_[1], {1000, 5000}},
+      {digests_[0], {200000, 300}},
+      {digests_[0], {10, 20}},
+      {digests_[0], {25, 100}},  // overlaps the one before
+      {digests_[0], {125, 7}},   // touches it
+      {digests_[1], {(100 << 10) - 1, 1}},
+      {digests_[0], {10, 20}},  // again
+      {digests_[0], {(300 << 10) - 4096, 4096}},
+  };
+  for (uint64_t i = 0; i < 150; ++i) {
+    stored.push_back({digests_[0], {(149 - i) * 1500 + 3000, 700 + i}});
+  }
+  blockstore::StartupTrace t = TraceOf(stored);
+  // A pack already in the file is replaced by the one built.
+  const std::string expected = Expected(stored);
+  t.pack = blockstore::StartupPackRef{Sha256Digest("stale"), expected.size()};
+  const std::string file = dir_.Join("trace.json");
+  WriteFile(file, blockstore::SerializeStartupTrace(t));
+
+  Result r = Push(file);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string digest = r.out.substr(0, r.out.find('\n'));
+  ASSERT_TRUE(blockstore::IsValidDigest(digest)) << r.out;
+  EXPECT_EQ(r.out, digest + "\n");  // stdout as without a pack
+  const std::string pack_digest = Sha256Digest(expected);
+  EXPECT_NE(r.err.find(absl::StrCat("startup pack ", pack_digest, ": ", expected.size(),
+                                    " bytes of 2 layer blobs (", stored.size(), " ranges)")),
+            std::string::npos)
+      << r.err;
+
+  blockstore::StartupTrace pushed = PushedTrace();
+  ASSERT_TRUE(pushed.pack.has_value());
+  EXPECT_EQ(pushed.pack->digest, pack_digest);
+  EXPECT_EQ(pushed.pack->size, expected.size());
+  EXPECT_EQ(pushed.stored, stored);
+  EXPECT_EQ(pushed.ranges, t.ranges);
+  // The pack, in the image's repository and in the top layer's own one.
+  for (const char* repo : {"dadi/app", "dadi/layers"}) {
+    auto pack = client_->GetBlob(Ref(repo), pack_digest);
+    ASSERT_TRUE(pack.ok()) << repo << ": " << pack.status();
+    EXPECT_TRUE(*pack == expected) << repo;
+  }
+  auto trace_in_layers = client_->HeadBlob(Ref("dadi/layers"),
+                                           blockstore::Sha256Digest(SerializeStartupTrace(pushed)));
+  EXPECT_TRUE(trace_in_layers.ok()) << trace_in_layers.status();
+  EXPECT_EQ(client_->HeadBlob(Ref("dadi/app"), Sha256Digest("stale")).status().code(),
+            absl::StatusCode::kNotFound);
+
+  // The same file again: the same manifest.
+  r = Push(file);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, digest + "\n");
+
+  r = Dadi(dir_, "trace show " + file);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find(absl::StrCat(stored.size(), " stored ranges, ", expected.size(),
+                                    " bytes of 2 layer blobs, pack ", Sha256Digest("stale"))),
+            std::string::npos)
+      << r.out;
+}
+
+TEST_F(TracePackTest, StoredRangesOfAnotherImageAreRefused) {
+  MakePackImage();
+  const std::string other = Sha256Digest("a layer of another image");
+  const std::string file = dir_.Join("trace.json");
+  WriteFile(file, blockstore::SerializeStartupTrace(
+                      TraceOf({{digests_[0], {0, 100}}, {other, {0, 100}}})));
+  Result r = Push(file);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("FAILED_PRECONDITION"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(absl::StrCat("stored range 1 of the trace names blob ", other,
+                                    ", which is not a layer of")),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("startup pack sha256:"), std::string::npos) << r.err;
+
+  // A range past the end of its layer.
+  const std::string file2 = dir_.Join("trace2.json");
+  WriteFile(file2,
+            blockstore::SerializeStartupTrace(TraceOf({{digests_[1], {(100 << 10) - 10, 11}}})));
+  r = Push(file2);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("past the end of layer " + digests_[1]), std::string::npos) << r.err;
+
+  // Nothing was pushed: no annotation, no trace blob, no pack.
+  ImageManifest m = GetManifest(Ref("dadi/app", "obd"));
+  ASSERT_EQ(m.layers.size(), 2u);
+  EXPECT_EQ(m.layers[1].annotations.count(blockstore::kStartupTraceDigestAnnotation), 0u);
+  for (const std::string& f : {file, file2}) {
+    EXPECT_EQ(client_->HeadBlob(Ref("dadi/app"), Sha256Digest(ReadFile(f))).status().code(),
+              absl::StatusCode::kNotFound);
+  }
+  EXPECT_EQ(
+      client_->HeadBlob(Ref("dadi/app"), Sha256Digest(layers_[0].substr(0, 100))).status().code(),
+      absl::StatusCode::kNotFound);
+}
+
+TEST_F(TracePackTest, NoPackPushesTheTraceWithoutOne) {
+  MakePackImage();
+  const std::vector<blockstore::StoredRange> stored = {{digests_[0], {4096, 8192}},
+                                                       {digests_[1], {0, 512}}};
+  blockstore::StartupTrace t = TraceOf(stored);
+  const std::string without = blockstore::SerializeStartupTrace(t);
+  t.pack = blockstore::StartupPackRef{Sha256Digest(Expected(stored)), Expected(stored).size()};
+  const std::string file = dir_.Join("trace.json");
+  WriteFile(file, blockstore::SerializeStartupTrace(t));
+
+  // The file's pack is dropped: its blob was never pushed.
+  Result r = Push(file, "--no-pack");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err.find("startup pack"), std::string::npos) << r.err;
+  ImageManifest m = GetManifest(Ref("dadi/app", "obd"));
+  ASSERT_EQ(m.layers.size(), 2u);
+  EXPECT_EQ(m.layers[1].annotations[blockstore::kStartupTraceDigestAnnotation],
+            Sha256Digest(without));
+  blockstore::StartupTrace pushed = PushedTrace();
+  EXPECT_FALSE(pushed.pack.has_value());
+  EXPECT_EQ(pushed.stored, stored);
+  EXPECT_EQ(client_->HeadBlob(Ref("dadi/app"), t.pack->digest).status().code(),
+            absl::StatusCode::kNotFound);
+
+  // Without the flag, the same file gets its pack built and pushed.
+  r = Push(file);
+  ASSERT_EQ(r.status, 0) << r.err;
+  pushed = PushedTrace();
+  ASSERT_TRUE(pushed.pack.has_value());
+  EXPECT_EQ(*pushed.pack, *t.pack);
+  auto pack = client_->GetBlob(Ref("dadi/app"), t.pack->digest);
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  EXPECT_TRUE(*pack == Expected(stored));
 }
 
 }  // namespace
