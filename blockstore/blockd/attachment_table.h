@@ -120,9 +120,16 @@ class AttachmentTable {
   void StartJob(std::function<void()> fn);
   // A startup trace being fetched (on a thread of its own, so that it overlaps opening the
   // layers) and when that started.
+  // A fetched trace, and its pack's bytes when it names one (empty when it does not, or when
+  // fetching the pack failed: the prefetch then fetches the stored ranges themselves).
+  struct FetchedTrace {
+    StartupTrace trace;
+    std::string pack;
+    absl::Status pack_status;
+  };
   struct PendingTrace {
     BlobRef ref;
-    std::shared_future<absl::StatusOr<StartupTrace>> trace;
+    std::shared_future<absl::StatusOr<FetchedTrace>> trace;
     absl::Time start;
     // The device's entry (none for Warm): once its attach is done, the trace's small ranges
     // are read through the device.

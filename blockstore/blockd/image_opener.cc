@@ -228,6 +228,26 @@ absl::StatusOr<StartupTrace> ImageOpener::FetchStartupTrace(const std::string& r
   return ParseStartupTrace(*blob);
 }
 
+absl::StatusOr<std::string> ImageOpener::FetchStartupPack(const std::string& repository,
+                                                          const StartupPackRef& pack) const {
+  absl::StatusOr<Reference> ref = ParseReference(repository);
+  if (!ref.ok()) return ref.status();
+  if (pack.size == 0 || pack.size > kMaxStartupPackBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("startup pack ", pack.digest, ": size ",
+                                                   pack.size, " is not 1..", kMaxStartupPackBytes));
+  }
+  absl::StatusOr<std::string> blob = client_->GetBlob(*ref, pack.digest, pack.size);
+  if (!blob.ok()) {
+    return absl::Status(blob.status().code(),
+                        absl::StrCat("startup pack ", pack.digest, ": ", blob.status().message()));
+  }
+  if (blob->size() != pack.size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("startup pack ", pack.digest, ": ", blob->size(), " bytes, not ", pack.size));
+  }
+  return blob;
+}
+
 std::string ChainIdHex(const std::vector<LayerSpec>& layers) {
   std::string chain;
   for (const LayerSpec& l : layers) {

@@ -51,6 +51,8 @@ class OpenLayer {
   const std::shared_ptr<const SealedLayer>& layer() const { return blob_->layer(); }
   // The raw blob (through the node cache), for prefetching a whole layer.
   const RandomAccessFile& raw() const;
+  // The remote blob itself: what RandomAccessFile::Locate names as the file storing the bytes.
+  const RemoteBlob& remote() const { return *remote_; }
   LayerCounters Counters() const;
 
  private:
@@ -122,6 +124,10 @@ class ImageOpener {
   // `repository`, verified against its digest and parsed.
   absl::StatusOr<StartupTrace> FetchStartupTrace(const std::string& repository,
                                                  const std::string& digest, uint64_t size) const;
+  // The trace's pack blob (at most kMaxStartupPackBytes) from `repository`, verified against its
+  // digest.
+  absl::StatusOr<std::string> FetchStartupPack(const std::string& repository,
+                                               const StartupPackRef& pack) const;
 
  private:
   // One slot per digest; its mutex is held while the layer opens, so that concurrent opens of

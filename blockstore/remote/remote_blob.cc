@@ -1,6 +1,7 @@
 #include "blockstore/remote/remote_blob.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -116,6 +117,49 @@ absl::StatusOr<size_t> RemoteBlob::Pread(uint64_t offset, size_t n, char* buf) c
 absl::Status RemoteBlob::Prefetch(const std::vector<ByteRange>& ranges) const {
   if (blob_->verified()) return absl::OkStatus();
   absl::Status s = blob_->Prefetch(ranges, ranges_fetcher_, options_.max_ranges_per_request);
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(Name(), ": prefetch: ", s.message()));
+  return s;
+}
+
+absl::Status RemoteBlob::PrefetchFrom(const std::vector<ByteRange>& ranges,
+                                      const BytesSource& source) const {
+  if (blob_->verified()) return absl::OkStatus();
+  const uint64_t unit = blob_->unit_size();
+  // Runs of units come in; each unit the source has is copied, the others are fetched.
+  RangesFetcher fetch = [&](const std::vector<ByteRange>& runs, char* buf) {
+    std::vector<ByteRange> missing;
+    std::vector<char*> dest;
+    char* out = buf;
+    for (const ByteRange& run : runs) {
+      if (!source(run.offset, run.length, out)) {
+        for (uint64_t at = 0; at < run.length; at += unit) {
+          const size_t n = static_cast<size_t>(std::min(unit, run.length - at));
+          if (source(run.offset + at, n, out + at)) continue;
+          if (!missing.empty() &&
+              missing.back().offset + missing.back().length == run.offset + at &&
+              dest.back() + missing.back().length == out + at) {
+            missing.back().length += n;
+          } else {
+            missing.push_back(ByteRange{run.offset + at, n});
+            dest.push_back(out + at);
+          }
+        }
+      }
+      out += run.length;
+    }
+    if (missing.empty()) return absl::OkStatus();
+    uint64_t total = 0;
+    for (const ByteRange& r : missing) total += r.length;
+    std::string fetched(total, '\0');
+    if (absl::Status s = ranges_fetcher_(missing, fetched.data()); !s.ok()) return s;
+    const char* in = fetched.data();
+    for (size_t i = 0; i < missing.size(); ++i) {
+      std::memcpy(dest[i], in, missing[i].length);
+      in += missing[i].length;
+    }
+    return absl::OkStatus();
+  };
+  absl::Status s = blob_->Prefetch(ranges, fetch, options_.max_ranges_per_request);
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat(Name(), ": prefetch: ", s.message()));
   return s;
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -57,6 +58,12 @@ class RemoteBlob final : public RandomAccessFile {
   // Fetches the units of `ranges` the node cache lacks (and no reader is fetching), in
   // multi-range GETs of up to max_ranges_per_request runs each, one after another.
   absl::Status Prefetch(const std::vector<ByteRange>& ranges) const override;
+  // Copies [offset, offset + n) of this blob into `buf` and returns true when it holds all of
+  // those bytes; false otherwise.
+  using BytesSource = std::function<bool(uint64_t offset, size_t n, char* buf)>;
+  // Like Prefetch, but the missing units' bytes come from `source` where it has them whole (a
+  // startup pack, already checked against its digest) and from the registry otherwise.
+  absl::Status PrefetchFrom(const std::vector<ByteRange>& ranges, const BytesSource& source) const;
 
   // Drops the cached units overlapping [offset, offset+len): the next read of them goes to the
   // registry again (RandomAccessFile::Invalidate). The ZFile reader calls this when a block's

@@ -55,6 +55,14 @@ namespace pb = ::dadi::blockd::v1;
 constexpr uint64_t kImageSize = 32 << 20;
 constexpr uint64_t kBlock = 4096;
 
+size_t Occurrences(absl::string_view text, absl::string_view what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != absl::string_view::npos; at = text.find(what, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
 std::string ReadWhole(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return "<error: cannot open " + path + ">";
@@ -529,6 +537,92 @@ TEST_F(BlockdDaemonTest, StartupTraceIsRecordedThenPrefetchedOnTheNextAttach) {
   EXPECT_TRUE(Eventually([&] { return absl::StrContains(daemon_->Log(), "starting without it"); }))
       << daemon_->Log();
   EXPECT_EQ(ReadWhole(missing_resp.mount_point() + "/etc/hello.txt"), files.at("etc/hello.txt"));
+  EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
+}
+
+// GetTrace names the layer bytes behind the trace (`stored`); a pack of them, named by the
+// trace, fills the node cache in one GET on the next attach: the traced reads then fetch
+// nothing, and no range of the layer is fetched but the few an open reads (its head and tail).
+// A pack the registry lacks only costs the pack: the ranges are fetched as before.
+TEST_F(BlockdDaemonTest, StartupPackFillsTheNodeCacheInOneGet) {
+  const std::map<std::string, std::string> files = {{"data/read.bin", RandomData(2 << 20, 7)},
+                                                    {"data/unread.bin", RandomData(2 << 20, 8)}};
+  std::string image;
+  Blob blob;
+  ASSERT_NO_FATAL_FAILURE(MakeImage("packed", files, &image, &blob));
+  ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
+  auto stub = daemon_->Connect();
+  pb::AttachResponse resp;
+  ASSERT_NO_FATAL_FAILURE(AttachBlob(*stub, blob, &resp));
+  EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
+  Blob trace_blob;
+  ASSERT_NO_FATAL_FAILURE(SaveAndPushTrace(*stub, resp.id(), &trace_blob));
+  absl::StatusOr<StartupTrace> trace = ParseStartupTrace(ReadWhole(trace_blob.path));
+  ASSERT_TRUE(trace.ok()) << trace.status();
+  ASSERT_FALSE(trace->stored.empty());
+  const std::string layer = ReadWhole(blob.path);
+  std::string pack;
+  for (const StoredRange& r : trace->stored) {
+    EXPECT_EQ(r.blob, blob.digest);
+    ASSERT_LE(r.range.offset + r.range.length, layer.size());
+    pack += layer.substr(r.range.offset, r.range.length);
+  }
+  // The stored bytes of a 2 MiB file, compressed: more than nothing, less than the layer.
+  EXPECT_GT(pack.size(), uint64_t{1} << 20);
+  EXPECT_LT(pack.size(), blob.size - (uint64_t{1} << 20));
+  const Blob pack_blob{Sha256Digest(pack), pack.size(), scratch_.Join("pack.bin")};
+  std::ofstream(pack_blob.path, std::ios::binary) << pack;
+  ASSERT_NO_FATAL_FAILURE(Push(pack_blob));
+
+  // Attaches with `trace` (its pack set to `pack_ref`) as a new trace blob, cold; returns the
+  // attachment's fetched bytes once the trace's prefetch is done.
+  auto attach_with = [&](const StartupPackRef& pack_ref, const std::string& id) -> uint64_t {
+    StartupTrace with_pack = *trace;
+    with_pack.pack = pack_ref;
+    const std::string json = SerializeStartupTrace(with_pack);
+    const Blob packed_trace{Sha256Digest(json), json.size(), scratch_.Join(id + ".json")};
+    std::ofstream(packed_trace.path, std::ios::binary) << json;
+    Push(packed_trace);
+    const size_t done = Occurrences(daemon_->Log(), "prefetched in");
+    RestartCold();
+    stub = daemon_->Connect();
+    pb::AttachRequest req;
+    AddLayer(&req, blob);
+    req.set_id(id);
+    req.mutable_startup_trace()->set_digest(packed_trace.digest);
+    req.mutable_startup_trace()->set_size(packed_trace.size);
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->Attach(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message() << "\n" << daemon_->Log();
+    EXPECT_TRUE(Eventually([&] { return Occurrences(daemon_->Log(), "prefetched in") > done; }))
+        << daemon_->Log();
+    pb::StatRequest stat_req;
+    stat_req.set_id(resp.id());
+    pb::StatResponse stat;
+    grpc::ClientContext stat_ctx;
+    EXPECT_TRUE(stub->Stat(&stat_ctx, stat_req, &stat).ok());
+    return stat.bytes_fetched();
+  };
+
+  const uint64_t fetched = attach_with(StartupPackRef{pack_blob.digest, pack_blob.size}, "packed");
+  EXPECT_TRUE(absl::StrContains(daemon_->Log(), absl::StrCat(pack.size(), " from a pack")))
+      << daemon_->Log();
+  EXPECT_LT(fetched, uint64_t{1} << 20) << "the layer's stored ranges were fetched, not packed";
+  EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
+  pb::StatRequest stat_req;
+  stat_req.set_id(resp.id());
+  pb::StatResponse after;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Stat(&ctx, stat_req, &after).ok());
+  }
+  EXPECT_EQ(after.bytes_fetched(), fetched) << "the traced reads were not local";
+
+  const uint64_t without =
+      attach_with(StartupPackRef{Sha256Digest("no such pack"), pack.size()}, "unpacked");
+  EXPECT_TRUE(absl::StrContains(daemon_->Log(), "fetching its ranges instead")) << daemon_->Log();
+  EXPECT_GE(without, uint64_t{1} << 20) << "the trace was not prefetched without its pack";
+  EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
   EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
 }
 
