@@ -51,6 +51,8 @@ using ojson = nlohmann::ordered_json;
 
 // A local daemon answers List and GetTrace at once; anything slower is a hung daemon.
 constexpr auto kBlockdCallTimeout = std::chrono::seconds(30);
+// GetTrace also maps the trace to files: a walk of the whole file system.
+constexpr auto kGetTraceTimeout = std::chrono::minutes(5);
 
 // gRPC codes and absl codes share their numbers (both are the canonical codes).
 absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
@@ -99,8 +101,9 @@ struct SaveFlags {
   std::string file;
 };
 
-void SetDeadline(grpc::ClientContext* ctx) {
-  ctx->set_deadline(std::chrono::system_clock::now() + kBlockdCallTimeout);
+void SetDeadline(grpc::ClientContext* ctx,
+                 std::chrono::system_clock::duration timeout = kBlockdCallTimeout) {
+  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
 }
 
 // The only attachment of blockd, or an error listing them.
@@ -135,7 +138,7 @@ absl::StatusOr<std::string> RunSave(const SaveFlags& f) {
     id = *only;
   }
   grpc::ClientContext ctx;
-  SetDeadline(&ctx);
+  SetDeadline(&ctx, kGetTraceTimeout);
   pb::GetTraceRequest req;
   req.set_id(id);
   pb::GetTraceResponse resp;
@@ -542,6 +545,13 @@ void RegisterTraceCommands(CLI::App& app, int& exit_code) {
     }
     if (t.pack.has_value()) {
       absl::StrAppend(&more, ", pack ", t.pack->digest, " (", t.pack->size, " bytes)");
+    }
+    if (!t.files.empty()) {
+      uint64_t bytes = 0;
+      for (const blockstore::TracedFile& f : t.files) {
+        for (const blockstore::ByteRange& r : f.ranges) bytes += r.length;
+      }
+      absl::StrAppend(&more, ", ", t.files.size(), " files (", bytes, " bytes)");
     }
     std::printf("%s, virtual disk %llu bytes, blob %s (%zu bytes)%s\n", Summary(t).c_str(),
                 static_cast<unsigned long long>(t.virtual_size),

@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "blockstore/blockd/disk_prefetch.h"
 #include "blockstore/blockd/startup_pack.h"
+#include "blockstore/blockd/trace_files.h"
 #include "spdlog/spdlog.h"
 
 namespace dadi::blockstore::blockd {
@@ -19,6 +20,8 @@ namespace {
 constexpr uint64_t kMaxWarmBytes = 32 << 20;
 // Trace ranges up to this long are read through the device: mostly file system metadata.
 constexpr uint64_t kSmallTraceRange = 16 << 10;
+// Mapping a trace to files walks the whole file system (its metadata is fetched if need be).
+constexpr absl::Duration kMapFilesBudget = absl::Minutes(2);
 
 absl::StatusOr<AttachOptions> ParseOptions(const std::map<std::string, std::string>& options) {
   AttachOptions out;
@@ -390,13 +393,18 @@ void AttachmentTable::PrefetchStartupTrace(const std::string& id, const OpenImag
   // And the small ranges through the device, once it is attached (the attach holds the entry's
   // lock; a detach waits for these few reads).
   size_t small = 0;
+  FilesReadAhead files;
+  absl::Time smalled = absl::Now();
   if (pending.entry != nullptr) {
     absl::ReaderMutexLock lock(&pending.entry->mu);
-    std::string device;
+    std::string device, mount_point;
     if (!pending.entry->gone && pending.entry->refcount > 0) {
       absl::MutexLock table_lock(&mu_);
       auto it = ready_.find(id);
-      if (it != ready_.end()) device = it->second.info.device_path;
+      if (it != ready_.end()) {
+        device = it->second.info.device_path;
+        mount_point = it->second.info.mount_point;
+      }
     }
     if (!device.empty()) {
       absl::StatusOr<size_t> n =
@@ -407,16 +415,22 @@ void AttachmentTable::PrefetchStartupTrace(const std::string& id, const OpenImag
         spdlog::warn("startup trace {} of {}: {}", ref.digest, id, n.status().ToString());
       }
     }
+    smalled = absl::Now();
+    // Last, the files' traced bytes into their page cache: the container's reads of them then
+    // stop at the page cache.
+    if (!mount_point.empty()) files = ReadFilesAhead(mount_point, trace->files, *stop);
   }
   spdlog::info(
       "startup trace {} of {}: {} ranges, {} bytes of the disk, {} stored bytes ({} from a pack "
       "in {:.0f} ms, then {} batches) prefetched in {:.0f} ms, {} bytes decompressed in {:.0f} ms "
-      "more, {} small ranges read through the device in {:.0f} ms more",
+      "more, {} small ranges read through the device in {:.0f} ms more, {} bytes of {} files "
+      "read ahead in {:.0f} ms more",
       ref.digest, id, trace->ranges.size(), done->disk_bytes, done->stored_bytes, from_pack,
       absl::ToDoubleMilliseconds(packed - pending.start), done->batches,
       absl::ToDoubleMilliseconds(fetched_at - pending.start), warmed.value_or(0),
       absl::ToDoubleMilliseconds(decompressed - fetched_at), small,
-      absl::ToDoubleMilliseconds(absl::Now() - decompressed));
+      absl::ToDoubleMilliseconds(smalled - decompressed), files.bytes, files.files,
+      absl::ToDoubleMilliseconds(absl::Now() - smalled));
 }
 
 absl::Status AttachmentTable::Warm(const std::vector<LayerSpec>& layers,
@@ -439,6 +453,7 @@ absl::Status AttachmentTable::Warm(const std::vector<LayerSpec>& layers,
 absl::StatusOr<StartupTrace> AttachmentTable::GetTrace(absl::string_view id) const {
   std::shared_ptr<const TracedDisk> disk;
   std::shared_ptr<const OpenImage> image;
+  std::string mount_point;
   {
     absl::MutexLock lock(&mu_);
     auto it = ready_.find(id);
@@ -447,10 +462,24 @@ absl::StatusOr<StartupTrace> AttachmentTable::GetTrace(absl::string_view id) con
     }
     disk = it->second.disk;
     image = it->second.image;
+    mount_point = it->second.info.mount_point;
   }
   StartupTrace trace = disk->Trace();
   // Where its bytes are stored: `dadi trace push` packs them.
   trace.stored = LocateStoredRanges(*image, trace.ranges);
+  // And which files hold them, read ahead on later attaches. The walk reads the file system
+  // through the device: not recorded.
+  if (!mount_point.empty()) {
+    disk->PauseRecording();
+    absl::StatusOr<std::vector<TracedFile>> files =
+        MapRangesToFiles(mount_point, trace.ranges, kMapFilesBudget);
+    disk->ResumeRecording();
+    if (files.ok()) {
+      trace.files = *std::move(files);
+    } else {
+      spdlog::warn("trace of {}: no files: {}", std::string(id), files.status().ToString());
+    }
+  }
   return trace;
 }
 

@@ -24,7 +24,8 @@ class TracedDisk final : public RandomAccessFile {
     absl::StatusOr<size_t> got = disk_->Pread(offset, n, buf);
     // Only what was served: a failed read is retried by the kernel and recorded then. Once
     // the recorder is full, reads pass without taking the lock.
-    if (got.ok() && *got > 0 && !full_.load(std::memory_order_relaxed)) {
+    if (got.ok() && *got > 0 && !full_.load(std::memory_order_relaxed) &&
+        paused_.load(std::memory_order_relaxed) == 0) {
       absl::MutexLock lock(&mu_);
       recorder_.Record(offset, *got);
       if (recorder_.full()) full_.store(true, std::memory_order_relaxed);
@@ -39,6 +40,11 @@ class TracedDisk final : public RandomAccessFile {
     disk_->Locate(offset, n, out);
   }
 
+  // While paused (by any caller), reads are not recorded: blockd's own reads through the
+  // device, such as the walk that maps a trace to files, are not the container's.
+  void PauseRecording() const { paused_.fetch_add(1); }
+  void ResumeRecording() const { paused_.fetch_sub(1); }
+
   // The trace so far.
   StartupTrace Trace() const {
     absl::MutexLock lock(&mu_);
@@ -50,6 +56,7 @@ class TracedDisk final : public RandomAccessFile {
   mutable absl::Mutex mu_;
   mutable TraceRecorder recorder_ ABSL_GUARDED_BY(mu_);
   mutable std::atomic<bool> full_{false};
+  mutable std::atomic<int> paused_{0};
 };
 
 }  // namespace dadi::blockstore::blockd

@@ -14,7 +14,60 @@ absl::Status Invalid(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("startup trace: ", what));
 }
 
+absl::Status ParseFiles(const nlohmann::json& j, StartupTrace* trace) {
+  auto files = j.find("files");
+  if (files == j.end()) return absl::OkStatus();
+  if (!files->is_array()) return Invalid("files is not an array");
+  size_t total = 0;  // ranges of all files
+  for (size_t i = 0; i < files->size(); ++i) {
+    const nlohmann::json& f = (*files)[i];
+    if (!f.is_array() || f.size() != 2 || !f[0].is_string() || !f[1].is_array()) {
+      return Invalid(absl::StrCat("file ", i, " is not [path, ranges]"));
+    }
+    TracedFile file;
+    file.path = f[0].get<std::string>();
+    if (!IsSafeRelativePath(file.path)) {
+      return Invalid(absl::StrCat("file ", i, ": \"", file.path.substr(0, 200),
+                                  "\" is not a relative path without . or .. components"));
+    }
+    total += f[1].size();
+    if (total > kMaxStartupTraceRanges) {
+      return Invalid(absl::StrCat("more than ", kMaxStartupTraceRanges, " file ranges"));
+    }
+    for (const nlohmann::json& r : f[1]) {
+      if (!r.is_array() || r.size() != 2 || !r[0].is_number_unsigned() ||
+          !r[1].is_number_unsigned()) {
+        return Invalid(absl::StrCat("a range of file ", i, " is not [offset, length]"));
+      }
+      ByteRange range{r[0].get<uint64_t>(), r[1].get<uint64_t>()};
+      if (range.length == 0 || range.length > kMaxStartupTraceRange ||
+          range.offset > UINT64_MAX - range.length) {
+        return Invalid(absl::StrCat("a range of file ", i, " is empty, too long or past 2^64"));
+      }
+      file.ranges.push_back(range);
+    }
+    trace->files.push_back(std::move(file));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+bool IsSafeRelativePath(absl::string_view path) {
+  if (path.empty() || path.size() > kMaxTracedFilePath || path.front() == '/' ||
+      path.find('\0') != absl::string_view::npos) {
+    return false;
+  }
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == absl::string_view::npos) end = path.size();
+    absl::string_view part = path.substr(start, end - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    start = end + 1;
+  }
+  return true;
+}
 
 std::string SerializeStartupTrace(const StartupTrace& trace) {
   nlohmann::ordered_json j;
@@ -32,6 +85,15 @@ std::string SerializeStartupTrace(const StartupTrace& trace) {
   }
   if (trace.pack.has_value()) {
     j["pack"] = {{"digest", trace.pack->digest}, {"size", trace.pack->size}};
+  }
+  if (!trace.files.empty()) {
+    nlohmann::ordered_json files = nlohmann::ordered_json::array();
+    for (const TracedFile& f : trace.files) {
+      nlohmann::ordered_json file_ranges = nlohmann::ordered_json::array();
+      for (const ByteRange& r : f.ranges) file_ranges.push_back({r.offset, r.length});
+      files.push_back({f.path, std::move(file_ranges)});
+    }
+    j["files"] = std::move(files);
   }
   return j.dump();
 }
@@ -143,6 +205,7 @@ absl::StatusOr<StartupTrace> ParseStartupTrace(absl::string_view json) {
   }
   if (j.contains("pack") && !j.contains("stored")) return Invalid("pack without stored ranges");
   if (absl::Status s = ParseStored(j, &trace); !s.ok()) return s;
+  if (absl::Status s = ParseFiles(j, &trace); !s.ok()) return s;
   return trace;
 }
 

@@ -10,15 +10,19 @@
 //    "virtualSize": 68719476736,
 //    "ranges": [[offset, length], ...],
 //    "stored": [["sha256:<layer blob>", offset, length], ...],
-//    "pack": {"digest": "sha256:...", "size": N}}
+//    "pack": {"digest": "sha256:...", "size": N},
+//    "files": [["usr/bin/python3.11", [[offset, length], ...]], ...]}
 //
 // Ranges are byte ranges of the virtual disk; each lies inside virtualSize, and has a length of
 // 1..kMaxStartupTraceRange. `stored` (optional; blockd adds it when it hands a trace out) names
 // the bytes of the layer blobs that store those ranges: what a prefetch has to fetch. `pack`
 // (optional; `dadi trace push` adds it) names a blob holding exactly the stored ranges' bytes
 // back to back, in order: one sequential GET instead of a multi-range GET per few ranges, which
-// a registry serves with one read of its file instead of one per range. Unknown keys are
-// ignored (fields are only ever added).
+// a registry serves with one read of its file instead of one per range. `files` (optional;
+// blockd adds it) names the files of the disk's file system that hold the traced ranges, and
+// which bytes of each, first accessed first: blockd reads them ahead into the page cache once
+// the file system is mounted, so that the container's reads of them wait for nothing. Unknown
+// keys are ignored (fields are only ever added).
 #pragma once
 
 #include <cstdint>
@@ -69,12 +73,26 @@ struct StartupPackRef {
   bool operator==(const StartupPackRef&) const = default;
 };
 
+// Bytes of one file of the disk's file system that the trace covers.
+struct TracedFile {
+  std::string path;               // relative to the file system's root, no "." or ".."
+  std::vector<ByteRange> ranges;  // byte ranges of the file, sorted
+
+  bool operator==(const TracedFile&) const = default;
+};
+inline constexpr size_t kMaxTracedFilePath = 4096;
+
 struct StartupTrace {
   uint64_t virtual_size = 0;
   std::vector<TraceRange> ranges;   // first access first
   std::vector<StoredRange> stored;  // empty: not located
   std::optional<StartupPackRef> pack;
+  std::vector<TracedFile> files;  // empty: not mapped to files
 };
+
+// True for a relative path with no empty, "." or ".." component and no NUL, at most
+// kMaxTracedFilePath bytes: what a trace may name.
+bool IsSafeRelativePath(absl::string_view path);
 
 // The sum of the stored ranges' lengths: the size of their pack.
 uint64_t StoredBytes(const std::vector<StoredRange>& stored);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -54,6 +55,27 @@ namespace pb = ::dadi::blockd::v1;
 
 constexpr uint64_t kImageSize = 32 << 20;
 constexpr uint64_t kBlock = 4096;
+
+// Bytes of the file at `path` that are in the page cache (mincore of a mapping).
+uint64_t ResidentBytes(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  struct stat st;
+  uint64_t resident = 0;
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+    void* map = ::mmap(nullptr, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (map != MAP_FAILED) {
+      const size_t page = ::sysconf(_SC_PAGESIZE);
+      std::vector<unsigned char> in((st.st_size + page - 1) / page);
+      if (::mincore(map, st.st_size, in.data()) == 0) {
+        for (unsigned char c : in) resident += (c & 1) ? page : 0;
+      }
+      ::munmap(map, st.st_size);
+    }
+  }
+  ::close(fd);
+  return std::min<uint64_t>(resident, st.st_size);
+}
 
 size_t Occurrences(absl::string_view text, absl::string_view what) {
   size_t n = 0;
@@ -331,6 +353,17 @@ class BlockdDaemonTest : public ::testing::Test {
     absl::StatusOr<StartupTrace> trace = ParseStartupTrace(trace_resp.trace());
     ASSERT_TRUE(trace.ok()) << trace.status();
     EXPECT_EQ(trace->virtual_size, kImageSize);
+    // The files that hold the traced bytes: the one that was read, whole; not the other.
+    bool read_file = false;
+    for (const TracedFile& f : trace->files) {
+      EXPECT_NE(f.path, "data/unread.bin");
+      if (f.path != "data/read.bin") continue;
+      read_file = true;
+      uint64_t bytes = 0;
+      for (const ByteRange& r : f.ranges) bytes += r.length;
+      EXPECT_EQ(bytes, uint64_t{2} << 20);
+    }
+    EXPECT_TRUE(read_file) << trace_resp.trace().substr(0, 2000);
     EXPECT_EQ(trace->ranges.size(), trace_resp.ranges());
     uint64_t traced = 0;
     for (const TraceRange& r : trace->ranges) traced += r.length;
@@ -515,6 +548,9 @@ TEST_F(BlockdDaemonTest, StartupTraceIsRecordedThenPrefetchedOnTheNextAttach) {
   }
   EXPECT_GE(before.bytes_fetched(), uint64_t{2} << 20);
   EXPECT_LT(before.bytes_fetched(), blob.size - (uint64_t{1} << 20)) << "the unread file came too";
+  // The traced file's bytes were read ahead into its page cache; the other file's were not.
+  EXPECT_EQ(ResidentBytes(resp.mount_point() + "/data/read.bin"), uint64_t{2} << 20);
+  EXPECT_LT(ResidentBytes(resp.mount_point() + "/data/unread.bin"), uint64_t{1} << 20);
   EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
   EXPECT_EQ(ReadWhole(resp.mount_point() + "/etc/hello.txt"), files.at("etc/hello.txt"));
   {

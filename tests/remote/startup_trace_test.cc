@@ -43,6 +43,31 @@ TEST(StartupTraceTest, StoredRangesAndPackRoundTrip) {
   EXPECT_EQ(SerializeStartupTrace(*back), json);
 }
 
+TEST(StartupTraceTest, FilesRoundTripAndUnsafePathsAreRefused) {
+  StartupTrace t;
+  t.virtual_size = 1 << 20;
+  t.ranges = {{0, 4096}};
+  t.files = {{"usr/bin/python3", {{0, 8192}, {65536, 4096}}}, {"etc/ld.so.cache", {{0, 100}}}};
+  const std::string json = SerializeStartupTrace(t);
+  absl::StatusOr<StartupTrace> back = ParseStartupTrace(json);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->files, t.files);
+  EXPECT_EQ(SerializeStartupTrace(*back), json);
+
+  for (const char* bad : {"", "/etc/passwd", "a/../../b", "..", "./a", "a//b", "a/", "a/."}) {
+    EXPECT_FALSE(IsSafeRelativePath(bad)) << bad;
+    StartupTrace u = t;
+    u.files[0].path = bad;
+    absl::StatusOr<StartupTrace> parsed = ParseStartupTrace(SerializeStartupTrace(u));
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_NE(parsed.status().message().find("is not a relative path"), absl::string_view::npos)
+        << parsed.status();
+  }
+  EXPECT_FALSE(IsSafeRelativePath(std::string("a\0b", 3)));
+  EXPECT_FALSE(IsSafeRelativePath(std::string(kMaxTracedFilePath + 1, 'a')));
+  EXPECT_TRUE(IsSafeRelativePath("a/b..c/.d"));
+}
+
 TEST(StartupTraceTest, BadBlobsAreRefusedWithTheReason) {
   const std::string head =
       R"({"mediaType":"application/vnd.dadi.startup-trace.v1+json","virtualSize":1048576,)";
@@ -64,6 +89,10 @@ TEST(StartupTraceTest, BadBlobsAreRefusedWithTheReason) {
       {head + R"("ranges":[[18446744073709551615,2]]})", "outside the disk"},
       {std::string(kMaxStartupTraceBytes + 1, ' '), "limit"},
       {head + R"("ranges":[],"stored":{}})", "stored is not an array"},
+      {head + R"("ranges":[],"files":{}})", "files is not an array"},
+      {head + R"("ranges":[],"files":[["a"]]})", "file 0 is not [path, ranges]"},
+      {head + R"("ranges":[],"files":[["a",[[0]]]]})", "a range of file 0 is not"},
+      {head + R"("ranges":[],"files":[["a",[[1,0]]]]})", "a range of file 0 is empty"},
       {head + R"("ranges":[],"stored":[["sha256:x",0,1]]})", "is not a digest"},
       {head + R"("ranges":[],"stored":[[")" + std::string(64, 'a') + R"(",0,1]]})",
        "is not a digest"},
