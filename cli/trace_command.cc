@@ -354,6 +354,35 @@ absl::Status PushToImageRepositories(const blockstore::RegistryClient& client,
   return absl::OkStatus();
 }
 
+// Cuts `pack` (the bytes of `stored`, back to back) into the trace's packs at stored-range
+// boundaries: the first small, each next one twice as large up to kLargestPack, so that blockd
+// can hand the container its first reads before the rest has arrived. Returns the packs' refs;
+// their bytes go to `blobs`.
+std::vector<blockstore::StartupPackRef> SplitPack(
+    const std::vector<blockstore::StoredRange>& stored, const std::string& pack,
+    std::vector<std::string>* blobs) {
+  constexpr uint64_t kFirstPack = 256 << 10;
+  constexpr uint64_t kLargestPack = 2 << 20;
+  std::vector<blockstore::StartupPackRef> refs;
+  uint64_t target = kFirstPack, start = 0, size = 0;
+  size_t ranges = 0;
+  for (size_t i = 0; i < stored.size(); ++i) {
+    size += stored[i].range.length;
+    ++ranges;
+    const bool last = i + 1 == stored.size();
+    // The last pack may hold the rest of the packs' limit whatever its size.
+    if (size < target && !last && refs.size() + 1 < blockstore::kMaxStartupPacks) continue;
+    blobs->push_back(pack.substr(start, size));
+    refs.push_back(
+        blockstore::StartupPackRef{blockstore::Sha256Digest(blobs->back()), size, ranges});
+    start += size;
+    size = 0;
+    ranges = 0;
+    target = std::min(target * 2, kLargestPack);
+  }
+  return refs;
+}
+
 absl::StatusOr<PushResult> RunPush(const PushFlags& f) {
   auto trace = ReadTraceFile(f.file);
   if (!trace.ok()) return trace.status();
@@ -433,29 +462,30 @@ absl::StatusOr<PushResult> RunPush(const PushFlags& f) {
   // The pack first (its blob is pushed before the trace that names it), then the trace blob: the
   // file's bytes unless its pack changes (a pack in the file is never published as it is).
   StartupTrace& t = trace->trace;
-  std::string pack;
+  std::vector<std::string> packs;
   if (!f.no_pack && !t.stored.empty()) {
     auto built = BuildPack(client, repo, f.image, *layers, t.stored);
     if (!built.ok()) return built.status();
-    pack = std::move(*built);
-    t.pack = blockstore::StartupPackRef{blockstore::Sha256Digest(pack), pack.size()};
+    t.packs = SplitPack(t.stored, *built, &packs);
     trace->bytes = blockstore::SerializeStartupTrace(t);
-  } else if (t.pack.has_value()) {
-    t.pack.reset();
+  } else if (!t.packs.empty()) {
+    t.packs.clear();
     trace->bytes = blockstore::SerializeStartupTrace(t);
   }
   const std::string trace_digest = blockstore::Sha256Digest(trace->bytes);
   auto body = AnnotateManifest(manifest.body, f.image, trace_digest, trace->bytes.size());
   if (!body.ok()) return body.status();
 
-  if (t.pack.has_value()) {
+  for (size_t i = 0; i < t.packs.size(); ++i) {
     if (absl::Status s = PushToImageRepositories(client, repo, top_repository, "startup pack",
-                                                 t.pack->digest, std::move(pack));
+                                                 t.packs[i].digest, std::move(packs[i]));
         !s.ok()) {
       return s;
     }
-    std::fprintf(stderr, "startup pack %s: %llu bytes of %zu layer blobs (%zu ranges)\n",
-                 t.pack->digest.c_str(), static_cast<unsigned long long>(t.pack->size),
+  }
+  if (!t.packs.empty()) {
+    std::fprintf(stderr, "startup packs: %zu blobs, %llu bytes of %zu layer blobs (%zu ranges)\n",
+                 t.packs.size(), static_cast<unsigned long long>(blockstore::StoredBytes(t.stored)),
                  StoredBlobs(t.stored), t.stored.size());
   }
   if (absl::Status s = PushToImageRepositories(client, repo, top_repository, "trace blob",
@@ -543,9 +573,7 @@ void RegisterTraceCommands(CLI::App& app, int& exit_code) {
                       blockstore::StoredBytes(t.stored), " bytes of ", StoredBlobs(t.stored),
                       " layer blobs");
     }
-    if (t.pack.has_value()) {
-      absl::StrAppend(&more, ", pack ", t.pack->digest, " (", t.pack->size, " bytes)");
-    }
+    if (!t.packs.empty()) absl::StrAppend(&more, ", ", t.packs.size(), " packs");
     if (!t.files.empty()) {
       uint64_t bytes = 0;
       for (const blockstore::TracedFile& f : t.files) {

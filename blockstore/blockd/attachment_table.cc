@@ -1,18 +1,52 @@
 #include "blockstore/blockd/attachment_table.h"
 
 #include <algorithm>
+#include <future>
+#include <memory>
 #include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "blockstore/blockd/disk_prefetch.h"
 #include "blockstore/blockd/startup_pack.h"
 #include "blockstore/blockd/trace_files.h"
 #include "spdlog/spdlog.h"
 
 namespace dadi::blockstore::blockd {
+namespace {
+
+// Packs fetched at once: the first arrive early, and a registry is not asked for all at once.
+constexpr size_t kPackFetchers = 2;
+
+}  // namespace
+
+// Starts fetching `packs` from `repository`: kPackFetchers threads, fetcher k taking packs k,
+// k + kPackFetchers, ...; one future per pack in `fetched->packs`.
+void AttachmentTable::StartFetchingPacks(ImageOpener* opener, const std::string& repository,
+                                         const std::vector<StartupPackRef>& packs,
+                                         const std::shared_ptr<std::atomic<bool>>& stop,
+                                         FetchedTrace* fetched) {
+  if (packs.empty()) return;
+  auto promises =
+      std::make_shared<std::vector<std::promise<absl::StatusOr<std::string>>>>(packs.size());
+  for (auto& p : *promises) fetched->packs.push_back(p.get_future().share());
+  for (size_t k = 0; k < std::min(kPackFetchers, packs.size()); ++k) {
+    fetched->fetchers.push_back(
+        std::async(std::launch::async, [opener, repository, packs, stop, promises, k] {
+          for (size_t i = k; i < packs.size(); i += kPackFetchers) {
+            if (*stop) {
+              (*promises)[i].set_value(absl::CancelledError("stopped"));
+              continue;
+            }
+            (*promises)[i].set_value(opener->FetchStartupPack(repository, packs[i]));
+          }
+        }).share());
+  }
+}
+
 namespace {
 
 // A startup trace's blocks decompressed ahead: at most this much of the disk (half the default
@@ -309,24 +343,18 @@ AttachmentTable::PendingTrace AttachmentTable::FetchTrace(const std::string& rep
   PendingTrace pending;
   pending.ref = ref;
   pending.start = absl::Now();
-  pending.trace = std::async(std::launch::async,
-                             [opener = opener_, repository, ref]() -> absl::StatusOr<FetchedTrace> {
-                               absl::StatusOr<StartupTrace> trace =
-                                   opener->FetchStartupTrace(repository, ref.digest, ref.size);
-                               if (!trace.ok()) return trace.status();
-                               FetchedTrace fetched{*std::move(trace), "", absl::OkStatus()};
-                               if (fetched.trace.pack.has_value()) {
-                                 absl::StatusOr<std::string> pack =
-                                     opener->FetchStartupPack(repository, *fetched.trace.pack);
-                                 if (pack.ok()) {
-                                   fetched.pack = *std::move(pack);
-                                 } else {
-                                   fetched.pack_status = pack.status();
-                                 }
-                               }
-                               return fetched;
-                             })
-                      .share();
+  pending.trace =
+      std::async(
+          std::launch::async,
+          [opener = opener_, repository, ref, stop = stop_]() -> absl::StatusOr<FetchedTrace> {
+            absl::StatusOr<StartupTrace> trace =
+                opener->FetchStartupTrace(repository, ref.digest, ref.size);
+            if (!trace.ok()) return trace.status();
+            FetchedTrace fetched{*std::move(trace), {}, {}};
+            StartFetchingPacks(opener, repository, fetched.trace.packs, stop, &fetched);
+            return fetched;
+          })
+          .share();
   return pending;
 }
 
@@ -354,20 +382,25 @@ void AttachmentTable::PrefetchStartupTrace(const std::string& id, const OpenImag
                  trace.status().ToString());
     return;
   }
-  // The pack, when there is one, holds the stored bytes behind the trace: into the node cache
-  // with them, so that the prefetch below finds (nearly) everything present.
+  // The packs, when there are some, hold the stored bytes behind the trace, first needed
+  // first: into the node cache with each as it arrives, so that the prefetch below finds
+  // (nearly) everything present.
   uint64_t from_pack = 0;
-  if (!fetched->pack_status.ok()) {
-    spdlog::warn("startup trace {} of {}: {}; fetching its ranges instead", ref.digest, id,
-                 fetched->pack_status.ToString());
-  } else if (!fetched->pack.empty()) {
-    absl::StatusOr<PackFillResult> filled =
-        FillFromPack(image, trace->stored, fetched->pack, *stop);
-    if (filled.ok()) {
-      from_pack = filled->pack_bytes;
-    } else {
-      spdlog::warn("startup trace {} of {}: {}; fetching its ranges instead", ref.digest, id,
-                   filled.status().ToString());
+  size_t next = 0;  // the first stored range of the next pack
+  for (size_t i = 0; i < fetched->packs.size() && !*stop; ++i) {
+    const absl::Span<const StoredRange> ranges =
+        absl::MakeConstSpan(trace->stored).subspan(next, trace->packs[i].ranges);
+    next += trace->packs[i].ranges;
+    const absl::StatusOr<std::string>& pack = fetched->packs[i].get();
+    absl::Status s = pack.status();
+    if (s.ok()) {
+      absl::StatusOr<PackFillResult> filled = FillFromPack(image, ranges, *pack, *stop);
+      if (filled.ok()) from_pack += filled->pack_bytes;
+      s = filled.status();
+    }
+    if (!s.ok()) {
+      spdlog::warn("startup trace {} of {}: pack {}: {}; fetching its ranges instead", ref.digest,
+                   id, trace->packs[i].digest, s.ToString());
     }
   }
   const absl::Time packed = absl::Now();

@@ -120,12 +120,12 @@ class AttachmentTable {
   void StartJob(std::function<void()> fn);
   // A startup trace being fetched (on a thread of its own, so that it overlaps opening the
   // layers) and when that started.
-  // A fetched trace, and its pack's bytes when it names one (empty when it does not, or when
-  // fetching the pack failed: the prefetch then fetches the stored ranges themselves).
+  // A fetched trace, and its packs being fetched (in order, a few at a time) when it names
+  // some: the prefetch fills the node cache from each as it arrives.
   struct FetchedTrace {
     StartupTrace trace;
-    std::string pack;
-    absl::Status pack_status;
+    std::vector<std::shared_future<absl::StatusOr<std::string>>> packs;
+    std::vector<std::shared_future<void>> fetchers;  // joined when the last copy goes
   };
   struct PendingTrace {
     BlobRef ref;
@@ -136,6 +136,10 @@ class AttachmentTable {
     std::shared_ptr<Entry> entry;
   };
   PendingTrace FetchTrace(const std::string& repository, const BlobRef& ref) const;
+  static void StartFetchingPacks(ImageOpener* opener, const std::string& repository,
+                                 const std::vector<StartupPackRef>& packs,
+                                 const std::shared_ptr<std::atomic<bool>>& stop,
+                                 FetchedTrace* fetched);
   // Prefetches the stored bytes of the trace's ranges of `image`: in a job
   // (StartTracePrefetch), or in the calling thread.
   void StartTracePrefetch(const std::string& id, std::shared_ptr<const OpenImage> image,

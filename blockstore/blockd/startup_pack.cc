@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "blockstore/file/stored_ranges.h"
 #include "blockstore/remote/remote_blob.h"
 
 namespace dadi::blockstore::blockd {
@@ -31,26 +31,31 @@ struct PackPiece {
 
 std::vector<StoredRange> LocateStoredRanges(const OpenImage& image,
                                             const std::vector<ByteRange>& ranges) {
+  std::vector<StoredRange> stored;
+  std::map<const OpenLayer*, std::set<uint64_t>> taken;  // units already in `stored`
   std::vector<FileExtent> extents;
   for (const ByteRange& r : ranges) {
-    if (r.offset < image.Size()) image.stack().Locate(r.offset, r.length, &extents);
-  }
-  std::vector<StoredRange> stored;
-  for (const StoredRanges& file : GroupByFile(extents)) {
-    const OpenLayer* layer = LayerStoredIn(image, file.file);
-    if (layer == nullptr) continue;  // not a layer blob (nothing else stores a disk today)
-    const RemoteBlob& blob = layer->remote();
-    const uint64_t unit = blob.cached()->unit_size();
-    const size_t first = stored.size();
-    for (const ByteRange& r : file.ranges) {
-      const uint64_t start = r.offset / unit * unit;
-      const uint64_t end = std::min(blob.Size(), (r.offset + r.length + unit - 1) / unit * unit);
-      if (stored.size() > first &&
-          stored.back().range.offset + stored.back().range.length >= start) {
-        ByteRange& last = stored.back().range;
-        last.length = std::max(last.offset + last.length, end) - last.offset;
-      } else {
-        stored.push_back(StoredRange{layer->spec().digest, ByteRange{start, end - start}});
+    if (r.offset >= image.Size()) continue;
+    extents.clear();
+    image.stack().Locate(r.offset, r.length, &extents);
+    for (const FileExtent& e : extents) {
+      const OpenLayer* layer = LayerStoredIn(image, e.file);
+      if (layer == nullptr || e.range.length == 0) continue;  // only layer blobs store a disk
+      const RemoteBlob& blob = layer->remote();
+      const uint64_t unit = blob.cached()->unit_size();
+      std::set<uint64_t>& units = taken[layer];
+      const uint64_t last = (e.range.offset + e.range.length - 1) / unit;
+      for (uint64_t u = e.range.offset / unit; u <= last; ++u) {
+        if (!units.insert(u).second) continue;
+        const uint64_t start = u * unit, end = std::min(blob.Size(), start + unit);
+        if (start >= end) continue;
+        StoredRange* prev = stored.empty() ? nullptr : &stored.back();
+        if (prev != nullptr && prev->blob == layer->spec().digest &&
+            prev->range.offset + prev->range.length == start) {
+          prev->range.length += end - start;
+        } else {
+          stored.push_back(StoredRange{layer->spec().digest, ByteRange{start, end - start}});
+        }
       }
     }
   }
@@ -58,7 +63,7 @@ std::vector<StoredRange> LocateStoredRanges(const OpenImage& image,
 }
 
 absl::StatusOr<PackFillResult> FillFromPack(const OpenImage& image,
-                                            const std::vector<StoredRange>& stored,
+                                            absl::Span<const StoredRange> stored,
                                             absl::string_view pack, const std::atomic<bool>& stop) {
   if (StoredBytes(stored) != pack.size()) {
     return absl::InvalidArgumentError(absl::StrCat("startup pack: ", pack.size(),

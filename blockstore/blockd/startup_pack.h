@@ -11,15 +11,16 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "blockstore/blockd/image_opener.h"
 #include "blockstore/file/file.h"
 #include "blockstore/remote/startup_trace.h"
 
 namespace dadi::blockstore::blockd {
 
-// The bytes of `image`'s layer blobs that store `ranges` of its disk: blobs in the order the
-// ranges first reach them, each blob's ranges sorted, rounded out to its node-cache unit (what a
-// prefetch fetches anyway) and merged.
+// The bytes of `image`'s layer blobs that store `ranges` of its disk, in the order the ranges
+// first reach them, rounded out to the blob's node-cache unit (what a prefetch fetches anyway);
+// a unit appears once, where it is first needed, and neighbours in that order are merged.
 std::vector<StoredRange> LocateStoredRanges(const OpenImage& image,
                                             const std::vector<ByteRange>& ranges);
 
@@ -34,7 +35,7 @@ struct PackFillResult {
 // stored, when the pack's size is not the ranges' or a range names a blob that is not a layer of
 // the image or lies outside it (the trace was recorded on another image).
 absl::StatusOr<PackFillResult> FillFromPack(const OpenImage& image,
-                                            const std::vector<StoredRange>& stored,
+                                            absl::Span<const StoredRange> stored,
                                             absl::string_view pack, const std::atomic<bool>& stop);
 
 }  // namespace dadi::blockstore::blockd

@@ -83,8 +83,12 @@ std::string SerializeStartupTrace(const StartupTrace& trace) {
     }
     j["stored"] = std::move(stored);
   }
-  if (trace.pack.has_value()) {
-    j["pack"] = {{"digest", trace.pack->digest}, {"size", trace.pack->size}};
+  if (!trace.packs.empty()) {
+    nlohmann::ordered_json packs = nlohmann::ordered_json::array();
+    for (const StartupPackRef& p : trace.packs) {
+      packs.push_back({{"digest", p.digest}, {"size", p.size}, {"ranges", p.ranges}});
+    }
+    j["packs"] = std::move(packs);
   }
   if (!trace.files.empty()) {
     nlohmann::ordered_json files = nlohmann::ordered_json::array();
@@ -98,7 +102,7 @@ std::string SerializeStartupTrace(const StartupTrace& trace) {
   return j.dump();
 }
 
-uint64_t StoredBytes(const std::vector<StoredRange>& stored) {
+uint64_t StoredBytes(absl::Span<const StoredRange> stored) {
   uint64_t bytes = 0;
   for (const StoredRange& s : stored) bytes += s.range.length;
   return bytes;
@@ -115,7 +119,6 @@ absl::Status ParseStored(const nlohmann::json& j, StartupTrace* trace) {
                                 kMaxStartupTraceRanges));
   }
   trace->stored.reserve(stored->size());
-  uint64_t total = 0;
   for (size_t i = 0; i < stored->size(); ++i) {
     const nlohmann::json& r = (*stored)[i];
     if (!r.is_array() || r.size() != 3 || !r[0].is_string() || !r[1].is_number_unsigned() ||
@@ -131,31 +134,54 @@ absl::Status ParseStored(const nlohmann::json& j, StartupTrace* trace) {
       return Invalid(absl::StrCat("stored range ", i, " [", s.range.offset, ", +", s.range.length,
                                   ") is empty, too long or past 2^64"));
     }
-    total += s.range.length;  // at most 2^18 * 2^26: no overflow
     trace->stored.push_back(std::move(s));
   }
-  auto pack = j.find("pack");
-  if (pack == j.end()) return absl::OkStatus();
-  if (!pack->is_object()) return Invalid("pack is not an object");
-  auto digest = pack->find("digest");
-  auto size = pack->find("size");
-  if (digest == pack->end() || !digest->is_string() ||
-      !IsValidDigest(digest->get_ref<const std::string&>())) {
-    return Invalid("pack.digest is not a digest");
-  }
-  if (size == pack->end() || !size->is_number_unsigned()) {
-    return Invalid("pack.size is not a non-negative integer");
-  }
-  StartupPackRef ref{digest->get<std::string>(), size->get<uint64_t>()};
-  if (ref.size != total || total == 0) {
+  auto packs = j.find("packs");
+  if (packs == j.end()) return absl::OkStatus();
+  if (!packs->is_array() || packs->empty()) return Invalid("packs is not a non-empty array");
+  if (packs->size() > kMaxStartupPacks) {
     return Invalid(
-        absl::StrCat("pack.size ", ref.size, " is not the ", total, " bytes of the stored ranges"));
+        absl::StrCat(packs->size(), " packs, more than the limit of ", kMaxStartupPacks));
   }
-  if (ref.size > kMaxStartupPackBytes) {
-    return Invalid(absl::StrCat("pack of ", ref.size, " bytes, more than the limit of ",
-                                kMaxStartupPackBytes));
+  size_t next = 0;  // the first stored range of the next pack
+  uint64_t packed = 0;
+  for (size_t i = 0; i < packs->size(); ++i) {
+    const nlohmann::json& p = (*packs)[i];
+    if (!p.is_object()) return Invalid(absl::StrCat("pack ", i, " is not an object"));
+    auto digest = p.find("digest");
+    auto size = p.find("size");
+    auto count = p.find("ranges");
+    if (digest == p.end() || !digest->is_string() ||
+        !IsValidDigest(digest->get_ref<const std::string&>())) {
+      return Invalid(absl::StrCat("pack ", i, ": digest is not a digest"));
+    }
+    if (size == p.end() || !size->is_number_unsigned() || count == p.end() ||
+        !count->is_number_unsigned()) {
+      return Invalid(absl::StrCat("pack ", i, ": size or ranges is not a non-negative integer"));
+    }
+    StartupPackRef ref{digest->get<std::string>(), size->get<uint64_t>(), count->get<size_t>()};
+    if (ref.ranges == 0 || ref.ranges > trace->stored.size() - next) {
+      return Invalid(absl::StrCat("pack ", i, ": ", ref.ranges, " ranges, past the ",
+                                  trace->stored.size(), " stored ranges"));
+    }
+    uint64_t bytes = 0;
+    for (size_t k = next; k < next + ref.ranges; ++k) bytes += trace->stored[k].range.length;
+    if (ref.size != bytes) {
+      return Invalid(absl::StrCat("pack ", i, ": size ", ref.size, " is not the ", bytes,
+                                  " bytes of its stored ranges"));
+    }
+    next += ref.ranges;
+    packed += bytes;
+    trace->packs.push_back(std::move(ref));
   }
-  trace->pack = std::move(ref);
+  if (next != trace->stored.size()) {
+    return Invalid(
+        absl::StrCat("the packs hold ", next, " of the ", trace->stored.size(), " stored ranges"));
+  }
+  if (packed > kMaxStartupPackBytes) {
+    return Invalid(
+        absl::StrCat("packs of ", packed, " bytes, more than the limit of ", kMaxStartupPackBytes));
+  }
   return absl::OkStatus();
 }
 
@@ -203,7 +229,7 @@ absl::StatusOr<StartupTrace> ParseStartupTrace(absl::string_view json) {
     }
     trace.ranges.push_back(range);
   }
-  if (j.contains("pack") && !j.contains("stored")) return Invalid("pack without stored ranges");
+  if (j.contains("packs") && !j.contains("stored")) return Invalid("packs without stored ranges");
   if (absl::Status s = ParseStored(j, &trace); !s.ok()) return s;
   if (absl::Status s = ParseFiles(j, &trace); !s.ok()) return s;
   return trace;

@@ -10,29 +10,31 @@
 //    "virtualSize": 68719476736,
 //    "ranges": [[offset, length], ...],
 //    "stored": [["sha256:<layer blob>", offset, length], ...],
-//    "pack": {"digest": "sha256:...", "size": N},
+//    "packs": [{"digest": "sha256:...", "size": N, "ranges": K}, ...],
 //    "files": [["usr/bin/python3.11", [[offset, length], ...]], ...]}
 //
 // Ranges are byte ranges of the virtual disk; each lies inside virtualSize, and has a length of
 // 1..kMaxStartupTraceRange. `stored` (optional; blockd adds it when it hands a trace out) names
-// the bytes of the layer blobs that store those ranges: what a prefetch has to fetch. `pack`
-// (optional; `dadi trace push` adds it) names a blob holding exactly the stored ranges' bytes
-// back to back, in order: one sequential GET instead of a multi-range GET per few ranges, which
-// a registry serves with one read of its file instead of one per range. `files` (optional;
-// blockd adds it) names the files of the disk's file system that hold the traced ranges, and
-// which bytes of each, first accessed first: blockd reads them ahead into the page cache once
-// the file system is mounted, so that the container's reads of them wait for nothing. Unknown
-// keys are ignored (fields are only ever added).
+// the bytes of the layer blobs that store those ranges, first accessed first: what a prefetch
+// has to fetch. `packs` (optional; `dadi trace push` adds it) names blobs that hold exactly the
+// stored ranges' bytes back to back: the first pack the first K stored ranges, the next the K
+// after them, and so on. A few sequential GETs replace a multi-range GET per few dozen ranges
+// (docker-registry reads 4 MiB of its file for every range), and small first packs let the
+// container's first reads start before the rest has arrived. `files` (optional; blockd adds it)
+// names the files of the disk's file system that hold the traced ranges, and which bytes of
+// each, first accessed first: blockd reads them ahead into the page cache once the file system
+// is mounted, so that the container's reads of them wait for nothing. Unknown keys are ignored
+// (fields are only ever added).
 #pragma once
 
 #include <cstdint>
 #include <map>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "blockstore/file/file.h"
 
 namespace dadi::blockstore {
@@ -50,8 +52,10 @@ inline constexpr char kStartupTraceSizeAnnotation[] =
 inline constexpr uint64_t kMaxStartupTraceBytes = 8 << 20;
 inline constexpr size_t kMaxStartupTraceRanges = 1 << 18;
 inline constexpr uint64_t kMaxStartupTraceRange = 64 << 20;
-// A pack is read into memory whole (its digest is checked before any of it is used).
+// Each pack is read into memory whole (its digest is checked before any of it is used); all of
+// them together hold at most kMaxStartupPackBytes.
 inline constexpr uint64_t kMaxStartupPackBytes = 256 << 20;
+inline constexpr size_t kMaxStartupPacks = 1024;
 inline constexpr absl::string_view kStartupPackMediaType = "application/vnd.dadi.startup-pack.v1";
 
 // A range of the disk the trace was recorded on.
@@ -65,10 +69,12 @@ struct StoredRange {
   bool operator==(const StoredRange&) const = default;
 };
 
-// The blob holding the stored ranges' bytes back to back.
+// A blob holding the bytes of `ranges` stored ranges back to back (those after the previous
+// packs' ranges).
 struct StartupPackRef {
   std::string digest;
-  uint64_t size = 0;  // the sum of the stored ranges' lengths
+  uint64_t size = 0;  // the sum of its stored ranges' lengths
+  size_t ranges = 0;
 
   bool operator==(const StartupPackRef&) const = default;
 };
@@ -84,10 +90,10 @@ inline constexpr size_t kMaxTracedFilePath = 4096;
 
 struct StartupTrace {
   uint64_t virtual_size = 0;
-  std::vector<TraceRange> ranges;   // first access first
-  std::vector<StoredRange> stored;  // empty: not located
-  std::optional<StartupPackRef> pack;
-  std::vector<TracedFile> files;  // empty: not mapped to files
+  std::vector<TraceRange> ranges;     // first access first
+  std::vector<StoredRange> stored;    // empty: not located
+  std::vector<StartupPackRef> packs;  // empty: no packs; else they cover `stored` exactly
+  std::vector<TracedFile> files;      // empty: not mapped to files
 };
 
 // True for a relative path with no empty, "." or ".." component and no NUL, at most
@@ -95,7 +101,7 @@ struct StartupTrace {
 bool IsSafeRelativePath(absl::string_view path);
 
 // The sum of the stored ranges' lengths: the size of their pack.
-uint64_t StoredBytes(const std::vector<StoredRange>& stored);
+uint64_t StoredBytes(absl::Span<const StoredRange> stored);
 
 // The JSON blob. Deterministic: the same trace gives the same bytes.
 std::string SerializeStartupTrace(const StartupTrace& trace);

@@ -614,7 +614,7 @@ TEST_F(BlockdDaemonTest, StartupPackFillsTheNodeCacheInOneGet) {
   // attachment's fetched bytes once the trace's prefetch is done.
   auto attach_with = [&](const StartupPackRef& pack_ref, const std::string& id) -> uint64_t {
     StartupTrace with_pack = *trace;
-    with_pack.pack = pack_ref;
+    with_pack.packs = {pack_ref};
     const std::string json = SerializeStartupTrace(with_pack);
     const Blob packed_trace{Sha256Digest(json), json.size(), scratch_.Join(id + ".json")};
     std::ofstream(packed_trace.path, std::ios::binary) << json;
@@ -640,7 +640,8 @@ TEST_F(BlockdDaemonTest, StartupPackFillsTheNodeCacheInOneGet) {
     return stat.bytes_fetched();
   };
 
-  const uint64_t fetched = attach_with(StartupPackRef{pack_blob.digest, pack_blob.size}, "packed");
+  const uint64_t fetched =
+      attach_with(StartupPackRef{pack_blob.digest, pack_blob.size, trace->stored.size()}, "packed");
   EXPECT_TRUE(absl::StrContains(daemon_->Log(), absl::StrCat(pack.size(), " from a pack")))
       << daemon_->Log();
   EXPECT_LT(fetched, uint64_t{1} << 20) << "the layer's stored ranges were fetched, not packed";
@@ -654,8 +655,8 @@ TEST_F(BlockdDaemonTest, StartupPackFillsTheNodeCacheInOneGet) {
   }
   EXPECT_EQ(after.bytes_fetched(), fetched) << "the traced reads were not local";
 
-  const uint64_t without =
-      attach_with(StartupPackRef{Sha256Digest("no such pack"), pack.size()}, "unpacked");
+  const uint64_t without = attach_with(
+      StartupPackRef{Sha256Digest("no such pack"), pack.size(), trace->stored.size()}, "unpacked");
   EXPECT_TRUE(absl::StrContains(daemon_->Log(), "fetching its ranges instead")) << daemon_->Log();
   EXPECT_GE(without, uint64_t{1} << 20) << "the trace was not prefetched without its pack";
   EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));

@@ -472,6 +472,20 @@ class TracePackTest : public TracePushTest {
     return t.ok() ? *t : blockstore::StartupTrace{};
   }
 
+  // The bytes of `packs`, fetched from `repo` (each checked against its digest) back to back.
+  std::string PackedBytes(const std::vector<blockstore::StartupPackRef>& packs,
+                          const std::string& repo = "dadi/app") {
+    std::string bytes;
+    for (const blockstore::StartupPackRef& p : packs) {
+      auto blob = client_->GetBlob(Ref(repo), p.digest);
+      EXPECT_TRUE(blob.ok()) << repo << ": " << blob.status();
+      if (!blob.ok()) return "";
+      EXPECT_EQ(blob->size(), p.size);
+      bytes += *blob;
+    }
+    return bytes;
+  }
+
   Result Push(const std::string& file, const std::string& flags = "") {
     return Dadi(dir_, absl::StrCat("trace push --plain-http ", flags, " ", file, " ",
                                    Docker("dadi/app:obd")));
@@ -498,10 +512,13 @@ TEST_F(TracePackTest, PushBuildsThePackFromTheLayers) {
   for (uint64_t i = 0; i < 150; ++i) {
     stored.push_back({digests_[0], {(149 - i) * 1500 + 3000, 700 + i}});
   }
+  // Whole layers, so that the bytes take more than the first (256 KiB) pack.
+  stored.push_back({digests_[0], {0, 300 << 10}});
+  stored.push_back({digests_[1], {0, 100 << 10}});
   blockstore::StartupTrace t = TraceOf(stored);
-  // A pack already in the file is replaced by the one built.
+  // A pack already in the file is replaced by the ones built.
   const std::string expected = Expected(stored);
-  t.pack = blockstore::StartupPackRef{Sha256Digest("stale"), expected.size()};
+  t.packs = {blockstore::StartupPackRef{Sha256Digest("stale"), expected.size(), stored.size()}};
   const std::string file = dir_.Join("trace.json");
   WriteFile(file, blockstore::SerializeStartupTrace(t));
 
@@ -510,23 +527,21 @@ TEST_F(TracePackTest, PushBuildsThePackFromTheLayers) {
   const std::string digest = r.out.substr(0, r.out.find('\n'));
   ASSERT_TRUE(blockstore::IsValidDigest(digest)) << r.out;
   EXPECT_EQ(r.out, digest + "\n");  // stdout as without a pack
-  const std::string pack_digest = Sha256Digest(expected);
-  EXPECT_NE(r.err.find(absl::StrCat("startup pack ", pack_digest, ": ", expected.size(),
+  EXPECT_NE(r.err.find(absl::StrCat("startup packs: 2 blobs, ", expected.size(),
                                     " bytes of 2 layer blobs (", stored.size(), " ranges)")),
             std::string::npos)
       << r.err;
 
   blockstore::StartupTrace pushed = PushedTrace();
-  ASSERT_TRUE(pushed.pack.has_value());
-  EXPECT_EQ(pushed.pack->digest, pack_digest);
-  EXPECT_EQ(pushed.pack->size, expected.size());
+  // Two packs: the first cut once it holds 256 KiB, the second the rest.
+  ASSERT_EQ(pushed.packs.size(), 2u);
+  EXPECT_GE(pushed.packs[0].size, uint64_t{256} << 10);
+  EXPECT_EQ(pushed.packs[0].ranges + pushed.packs[1].ranges, stored.size());
   EXPECT_EQ(pushed.stored, stored);
   EXPECT_EQ(pushed.ranges, t.ranges);
-  // The pack, in the image's repository and in the top layer's own one.
+  // The packs, in the image's repository and in the top layer's own one.
   for (const char* repo : {"dadi/app", "dadi/layers"}) {
-    auto pack = client_->GetBlob(Ref(repo), pack_digest);
-    ASSERT_TRUE(pack.ok()) << repo << ": " << pack.status();
-    EXPECT_TRUE(*pack == expected) << repo;
+    EXPECT_TRUE(PackedBytes(pushed.packs, repo) == expected) << repo;
   }
   auto trace_in_layers = client_->HeadBlob(Ref("dadi/layers"),
                                            blockstore::Sha256Digest(SerializeStartupTrace(pushed)));
@@ -542,7 +557,7 @@ TEST_F(TracePackTest, PushBuildsThePackFromTheLayers) {
   r = Dadi(dir_, "trace show " + file);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find(absl::StrCat(stored.size(), " stored ranges, ", expected.size(),
-                                    " bytes of 2 layer blobs, pack ", Sha256Digest("stale"))),
+                                    " bytes of 2 layer blobs, 1 packs")),
             std::string::npos)
       << r.out;
 }
@@ -560,7 +575,7 @@ TEST_F(TracePackTest, StoredRangesOfAnotherImageAreRefused) {
                                     ", which is not a layer of")),
             std::string::npos)
       << r.err;
-  EXPECT_EQ(r.err.find("startup pack sha256:"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("startup packs:"), std::string::npos) << r.err;
 
   // A range past the end of its layer.
   const std::string file2 = dir_.Join("trace2.json");
@@ -589,7 +604,8 @@ TEST_F(TracePackTest, NoPackPushesTheTraceWithoutOne) {
                                                        {digests_[1], {0, 512}}};
   blockstore::StartupTrace t = TraceOf(stored);
   const std::string without = blockstore::SerializeStartupTrace(t);
-  t.pack = blockstore::StartupPackRef{Sha256Digest(Expected(stored)), Expected(stored).size()};
+  t.packs = {blockstore::StartupPackRef{Sha256Digest(Expected(stored)), Expected(stored).size(),
+                                        stored.size()}};
   const std::string file = dir_.Join("trace.json");
   WriteFile(file, blockstore::SerializeStartupTrace(t));
 
@@ -602,20 +618,17 @@ TEST_F(TracePackTest, NoPackPushesTheTraceWithoutOne) {
   EXPECT_EQ(m.layers[1].annotations[blockstore::kStartupTraceDigestAnnotation],
             Sha256Digest(without));
   blockstore::StartupTrace pushed = PushedTrace();
-  EXPECT_FALSE(pushed.pack.has_value());
+  EXPECT_TRUE(pushed.packs.empty());
   EXPECT_EQ(pushed.stored, stored);
-  EXPECT_EQ(client_->HeadBlob(Ref("dadi/app"), t.pack->digest).status().code(),
+  EXPECT_EQ(client_->HeadBlob(Ref("dadi/app"), t.packs[0].digest).status().code(),
             absl::StatusCode::kNotFound);
 
   // Without the flag, the same file gets its pack built and pushed.
   r = Push(file);
   ASSERT_EQ(r.status, 0) << r.err;
   pushed = PushedTrace();
-  ASSERT_TRUE(pushed.pack.has_value());
-  EXPECT_EQ(*pushed.pack, *t.pack);
-  auto pack = client_->GetBlob(Ref("dadi/app"), t.pack->digest);
-  ASSERT_TRUE(pack.ok()) << pack.status();
-  EXPECT_TRUE(*pack == Expected(stored));
+  EXPECT_EQ(pushed.packs, t.packs);  // small enough for one pack
+  EXPECT_TRUE(PackedBytes(pushed.packs) == Expected(stored));
 }
 
 }  // namespace

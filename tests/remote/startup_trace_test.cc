@@ -32,14 +32,15 @@ TEST(StartupTraceTest, StoredRangesAndPackRoundTrip) {
   absl::StatusOr<StartupTrace> back = ParseStartupTrace(SerializeStartupTrace(t));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->stored, t.stored);  // order kept: the pack's order
-  EXPECT_FALSE(back->pack.has_value());
+  EXPECT_TRUE(back->packs.empty());
   EXPECT_EQ(StoredBytes(t.stored), 24576u);
 
-  t.pack = StartupPackRef{"sha256:" + std::string(64, 'c'), 24576};
+  t.packs = {StartupPackRef{"sha256:" + std::string(64, 'c'), 16384, 1},
+             StartupPackRef{"sha256:" + std::string(64, 'd'), 8192, 1}};
   const std::string json = SerializeStartupTrace(t);
   back = ParseStartupTrace(json);
   ASSERT_TRUE(back.ok()) << back.status();
-  EXPECT_EQ(back->pack, t.pack);
+  EXPECT_EQ(back->packs, t.packs);
   EXPECT_EQ(SerializeStartupTrace(*back), json);
 }
 
@@ -75,6 +76,10 @@ TEST(StartupTraceTest, BadBlobsAreRefusedWithTheReason) {
     std::string json;
     std::string why;
   };
+  const std::string stored1 =
+      R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') + R"(",0,4096]])";
+  const std::string stored2 = R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') +
+                              R"(",0,4096],["sha256:)" + std::string(64, 'a') + R"(",8192,4096]])";
   const std::vector<Case> cases = {
       {"", "not JSON"},
       {"[1,2]", "not a JSON object"},
@@ -103,17 +108,22 @@ TEST(StartupTraceTest, BadBlobsAreRefusedWithTheReason) {
       {head + R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') +
            R"(",18446744073709551615,2]]})",
        "past 2^64"},
-      {head + R"("ranges":[],"pack":{"digest":"sha256:)" + std::string(64, 'a') + R"(","size":1}})",
-       "pack without stored ranges"},
-      {head + R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') +
-           R"(",0,4096]],"pack":{"digest":"sha256:)" + std::string(64, 'a') + R"(","size":4095}})",
-       "is not the 4096 bytes"},
-      {head + R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') +
-           R"(",0,4096]],"pack":{"digest":"md5:1","size":4096}})",
-       "pack.digest"},
-      {head + R"("ranges":[],"stored":[["sha256:)" + std::string(64, 'a') +
-           R"(",0,4096]],"pack":[]})",
-       "pack is not an object"},
+      {head + R"("ranges":[],"packs":[{"digest":"sha256:)" + std::string(64, 'a') +
+           R"(","size":1,"ranges":1}]})",
+       "packs without stored ranges"},
+      {head + stored1 + R"(,"packs":[{"digest":"sha256:)" + std::string(64, 'a') +
+           R"(","size":4095,"ranges":1}]})",
+       "size 4095 is not the 4096 bytes"},
+      {head + stored1 + R"(,"packs":[{"digest":"md5:1","size":4096,"ranges":1}]})",
+       "digest is not a digest"},
+      {head + stored1 + R"(,"packs":{}})", "packs is not a non-empty array"},
+      {head + stored1 + R"(,"packs":[]})", "packs is not a non-empty array"},
+      {head + stored1 + R"(,"packs":[{"digest":"sha256:)" + std::string(64, 'a') +
+           R"(","size":4096,"ranges":2}]})",
+       "past the 1 stored ranges"},
+      {head + stored2 + R"(,"packs":[{"digest":"sha256:)" + std::string(64, 'a') +
+           R"(","size":4096,"ranges":1}]})",
+       "the packs hold 1 of the 2 stored ranges"},
   };
   for (const Case& c : cases) {
     absl::StatusOr<StartupTrace> t = ParseStartupTrace(c.json);
