@@ -28,7 +28,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr uint64_t kReadAheadPiece = 128 << 10;
+constexpr uint64_t kReadPiece = 128 << 10;
 
 absl::Status Errno(int err, absl::string_view what) {
   return absl::Status(DeviceErrnoCode(err), absl::StrCat(what, ": ", std::strerror(err)));
@@ -89,6 +89,14 @@ absl::Status ForEachExtent(int fd, const std::function<void(const fiemap_extent&
       start = e.fe_logical + e.fe_length;
     }
   }
+}
+
+// Opens `path` under the directory `root`: no symlinks, no "..", no other mount.
+int OpenBeneath(int root, const std::string& path, uint64_t flags) {
+  open_how how{};
+  how.flags = flags;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+  return static_cast<int>(::syscall(SYS_openat2, root, path.c_str(), &how, sizeof(how)));
 }
 
 }  // namespace
@@ -158,32 +166,60 @@ absl::StatusOr<std::vector<TracedFile>> MapRangesToFiles(const std::string& moun
 }
 
 FilesReadAhead ReadFilesAhead(const std::string& mount_point, const std::vector<TracedFile>& files,
-                              const std::atomic<bool>& stop) {
+                              uint64_t max_bytes, const std::atomic<bool>& stop) {
   FilesReadAhead done;
   UniqueFd root(::open(mount_point.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root.valid()) return done;
+  // The files to read (regular files only), each with its size; at most `max_bytes` of them.
+  struct Open {
+    const TracedFile* file;
+    UniqueFd fd;
+    uint64_t size;
+  };
+  std::vector<Open> open;
+  uint64_t bytes = 0;
   for (const TracedFile& f : files) {
-    if (stop) break;
+    if (stop || bytes >= max_bytes) break;
     if (!IsSafeRelativePath(f.path)) continue;
-    open_how how{};
-    how.flags = O_RDONLY | O_NOATIME | O_NONBLOCK | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-    UniqueFd fd(
-        static_cast<int>(::syscall(SYS_openat2, root.get(), f.path.c_str(), &how, sizeof(how))));
-    if (!fd.valid()) continue;
+    // Look before opening: opening a device node or a FIFO does things; a regular file of a
+    // read-only file system does not change between the two calls.
     struct stat st;
-    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    for (const ByteRange& r : f.ranges) {
-      if (r.offset >= static_cast<uint64_t>(st.st_size)) break;
-      const uint64_t n = std::min<uint64_t>(r.length, st.st_size - r.offset);
-      // The kernel reads at most about one device request's worth per call (max_sectors_kb or
-      // read_ahead_kb, whichever is larger): ask in pieces no device limits.
-      for (uint64_t at = 0; at < n; at += kReadAheadPiece) {
-        ::readahead(fd.get(), static_cast<off64_t>(r.offset + at),
-                    std::min<uint64_t>(kReadAheadPiece, n - at));
+    UniqueFd path(OpenBeneath(root.get(), f.path, O_PATH | O_CLOEXEC));
+    if (!path.valid() || ::fstat(path.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    UniqueFd fd(OpenBeneath(root.get(), f.path, O_RDONLY | O_NOATIME | O_CLOEXEC));
+    if (!fd.valid()) continue;
+    // No readahead of the file beyond what is asked: the rest of it is not traced, and reading
+    // it would fetch it.
+    ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
+    for (const ByteRange& r : f.ranges) bytes += r.length;
+    open.push_back(Open{&f, std::move(fd), static_cast<uint64_t>(st.st_size)});
+  }
+  // Each range of `o` inside the file, in pieces no device limits.
+  auto for_each_piece = [](const Open& o, const std::function<void(uint64_t, uint64_t)>& fn) {
+    for (const ByteRange& r : o.file->ranges) {
+      if (r.offset >= o.size) break;
+      const uint64_t n = std::min<uint64_t>(r.length, o.size - r.offset);
+      for (uint64_t at = 0; at < n; at += kReadPiece) {
+        fn(r.offset + at, std::min<uint64_t>(kReadPiece, n - at));
       }
-      done.bytes += n;
     }
+  };
+  // readahead(2) first: it only starts the reads, so the device has them all in flight at
+  // once. But it is best effort (now and then it left a quarter of a 2 MiB file out), so the
+  // bytes are then read for real: pages already there cost a copy, the others a read.
+  for (const Open& o : open) {
+    if (stop) break;
+    for_each_piece(o, [&](uint64_t off, uint64_t n) {
+      ::readahead(o.fd.get(), static_cast<off64_t>(off), n);
+    });
+  }
+  std::vector<char> buf(kReadPiece);
+  for (const Open& o : open) {
+    if (stop) break;
+    for_each_piece(o, [&](uint64_t off, uint64_t n) {
+      // An error is this file's only: the container will see it itself.
+      if (::pread(o.fd.get(), buf.data(), n, static_cast<off_t>(off)) > 0) done.bytes += n;
+    });
     ++done.files;
   }
   return done;

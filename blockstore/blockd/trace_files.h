@@ -34,10 +34,10 @@ struct FilesReadAhead {
   uint64_t bytes = 0;  // asked for
 };
 
-// Reads the ranges of `files` into their page cache (readahead(2)), in order, until `stop`.
-// Paths are resolved under `mount_point` only (no symlinks, no "..", no other mounts); a file
-// that is missing or not a regular file is skipped.
+// Reads the ranges of `files` into their page cache (and nothing around them), in order, until
+// `stop` or `max_bytes` asked for. Paths are resolved under `mount_point` only (no symlinks, no
+// "..", no other mounts); a file that is missing or not a regular file is skipped, unopened.
 FilesReadAhead ReadFilesAhead(const std::string& mount_point, const std::vector<TracedFile>& files,
-                              const std::atomic<bool>& stop);
+                              uint64_t max_bytes, const std::atomic<bool>& stop);
 
 }  // namespace dadi::blockstore::blockd

@@ -179,4 +179,15 @@ cs_record_trace() {
   CS_TRACE_BYTES=$(jq '[.ranges[][1]] | add // 0' "$trace")
 }
 
+# cs_trace_blobs REF: the digests of the startup trace blob that the top layer of REF names and
+# of the packs that trace names (what blockd fetches besides the layers), one per line.
+cs_trace_blobs() {
+  local repo=${1#*/} trace
+  repo=${repo%:*}
+  trace=$(registry_manifest "$1" | jq -r '.layers[-1].annotations["containerd.io/snapshot/dadi/startup-trace-digest"] // empty')
+  [ -n "$trace" ] || return 0
+  echo "$trace"
+  curl -fsS "http://$BED_REGISTRY/v2/$repo/blobs/$trace" | jq -r '.packs[]?.digest'
+}
+
 _cs_task_stopped() { [ "$(bctr tasks list | awk -v id="$1" '$1 == id {print $3}')" = STOPPED ]; }

@@ -4,8 +4,9 @@
 # startup trace, `dadi trace push` publishes it next to the image (annotations on the top layer).
 # Then the node forgets everything (containers and image removed, blockd restarted with an empty
 # node cache), the traced image is pulled again and python3 runs again: blockd fetched the trace
-# blob, logged its prefetch, and the registry served about as many bytes of the layer blobs as
-# in the first run (the trace does not balloon fetches).
+# blob and its startup packs, logged its prefetch and its read-ahead of the traced files, and the
+# registry served about as many bytes (layers and packs) as in the first run (the trace does not
+# balloon fetches), in far fewer range GETs.
 # shellcheck source=SCRIPTDIR/../lib/test.sh
 source "$(dirname "$0")/../lib/test.sh"
 # shellcheck source=SCRIPTDIR/../lib/lazy.sh
@@ -43,14 +44,25 @@ traced_bytes=$(jq '[.ranges[][1]] | add // 0' "$trace")
 [ "$ranges" -gt 0 ] || fail "the trace has no ranges"
 grep -qF "$ranges ranges, $traced_bytes bytes of the disk" <<<"$out" ||
   fail "dadi trace save printed '$out', not $ranges ranges and $traced_bytes bytes"
-trace_digest=sha256:$(sha256sum "$trace" | cut -d' ' -f1)
+# blockd named the layer bytes behind the ranges and the files that hold them: python3 itself.
+[ "$(jq '.stored | length' "$trace")" -gt 0 ] || fail "the saved trace names no stored ranges"
+jq -r '.files[][0]' "$trace" | grep -q '^usr/bin/python3' ||
+  fail "the saved trace's files do not include usr/bin/python3*: $(jq -c '[.files[][0]]' "$trace" | head -c 500)"
 pushed=$("$DADI_CLI_BIN" trace push --plain-http "$trace" "docker://$obd") || fail "dadi trace push failed"
 log "dadi trace push: $pushed"
 top=$(registry_manifest "$obd" | jq -c '.layers[-1].annotations')
-expect_eq "trace digest annotation on the top layer" "$trace_digest" \
-  "$(jq -r '.["containerd.io/snapshot/dadi/startup-trace-digest"]' <<<"$top")"
-expect_eq "trace size annotation on the top layer" "$(stat -c %s "$trace")" \
+trace_digest=$(jq -r '.["containerd.io/snapshot/dadi/startup-trace-digest"]' <<<"$top")
+repo=${obd#*/}
+repo=${repo%:*}
+pushed_trace=$(curl -fsS "http://$BED_REGISTRY/v2/$repo/blobs/$trace_digest") ||
+  fail "the registry has no trace blob $trace_digest"
+expect_eq "trace size annotation on the top layer" "$(printf '%s' "$pushed_trace" | wc -c)" \
   "$(jq -r '.["containerd.io/snapshot/dadi/startup-trace-size"]' <<<"$top")"
+expect_eq "the pushed trace's ranges (sha256)" "$(jq -c .ranges "$trace" | sha256sum)" \
+  "$(jq -c .ranges <<<"$pushed_trace" | sha256sum)"
+packs=$(jq -r '.packs[].digest' <<<"$pushed_trace")
+[ -n "$packs" ] || fail "the pushed trace names no startup packs"
+expect_eq "bytes in the packs" "$(jq '[.stored[][2]] | add' "$trace")" "$(jq '[.packs[].size] | add' <<<"$pushed_trace")"
 again=$("$DADI_CLI_BIN" trace push --plain-http "$trace" "docker://$obd")
 expect_eq "manifest digest of a second push" "$pushed" "$again"
 
@@ -79,12 +91,19 @@ grep -q "ahead of its first container (startup trace $trace_digest)" \
   fail "the pull did not attach ahead: $(grep -i ahead "$BED_DIR/logs/dadi-snapshotter.log")"
 wait_registry_idle || fail "the registry is still busy"
 [ -n "$(registry_blob_gets "$trace_digest")" ] || fail "the registry served no GET of the trace blob $trace_digest"
+for p in $packs; do
+  [ -n "$(registry_blob_gets "$p")" ] || fail "the registry served no GET of the startup pack $p"
+done
+grep "startup trace $trace_digest" "$blockd_log" | grep -qE '[( ][1-9][0-9]* from packs' ||
+  fail "blockd filled nothing from the packs"
+grep "startup trace $trace_digest" "$blockd_log" | grep -qE 'bytes of [1-9][0-9]* files read ahead' ||
+  fail "blockd read no traced file ahead"
 # shellcheck disable=SC2086 # one digest per word
-second=$(registry_bytes_served $digests)
+second=$(registry_bytes_served $digests $packs)
 # shellcheck disable=SC2086 # one digest per word
 second_gets=$(registry_range_gets $digests)
-log "run with the trace: $second bytes of the layer blobs served in $second_gets range GETs (recording run: $first in $first_gets; trace: $ranges ranges, $traced_bytes bytes of the disk)"
-# The trace's blocks come in multi-range GETs, many ranges each, not one GET per read.
+log "run with the trace: $second bytes of the layer blobs and packs served, $second_gets range GETs (recording run: $first in $first_gets; trace: $ranges ranges, $traced_bytes bytes of the disk)"
+# The trace's blocks come in packs (and multi-range GETs), not one GET per read.
 [ $((3 * second_gets)) -le "$first_gets" ] ||
   fail "the trace took $second_gets range GETs, not a third of the recording run's $first_gets: no multi-range requests?"
 [ "$second" -gt 0 ] || fail "nothing of the layer blobs served with the trace"

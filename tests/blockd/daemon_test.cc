@@ -642,7 +642,7 @@ TEST_F(BlockdDaemonTest, StartupPackFillsTheNodeCacheInOneGet) {
 
   const uint64_t fetched =
       attach_with(StartupPackRef{pack_blob.digest, pack_blob.size, trace->stored.size()}, "packed");
-  EXPECT_TRUE(absl::StrContains(daemon_->Log(), absl::StrCat(pack.size(), " from a pack")))
+  EXPECT_TRUE(absl::StrContains(daemon_->Log(), absl::StrCat(pack.size(), " from packs")))
       << daemon_->Log();
   EXPECT_LT(fetched, uint64_t{1} << 20) << "the layer's stored ranges were fetched, not packed";
   EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
