@@ -1,4 +1,5 @@
-// Startup trace blobs (fetched from registries) and the recorder that makes them.
+// Startup trace blobs (fetched from registries: ranges, stored ranges, packs, files) and the
+// recorder that makes them.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -13,7 +14,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (trace.ok()) {
     // What we serialise we must parse back, unchanged.
     absl::StatusOr<StartupTrace> again = ParseStartupTrace(SerializeStartupTrace(*trace));
-    if (!again.ok() || again->ranges != trace->ranges) __builtin_trap();
+    if (!again.ok() || again->ranges != trace->ranges || again->stored != trace->stored ||
+        again->packs != trace->packs || again->files != trace->files) {
+      __builtin_trap();
+    }
+    for (const TracedFile& f : trace->files) {
+      if (!IsSafeRelativePath(f.path)) __builtin_trap();  // never a path out of the mount
+    }
   }
   // The same bytes as reads: the recorder stays bounded and inside the disk.
   TraceRecorder recorder(1 << 20);
