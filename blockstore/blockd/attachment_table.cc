@@ -520,6 +520,10 @@ absl::StatusOr<StartupTrace> AttachmentTable::GetTrace(absl::string_view id) con
       spdlog::warn("trace of {}: no files: {}", std::string(id), files.status().ToString());
     }
   }
+  // What does not fit a trace blob is left out, the files first: both only make a start
+  // faster.
+  if (SerializeStartupTrace(trace).size() > kMaxStartupTraceBytes) trace.files.clear();
+  if (SerializeStartupTrace(trace).size() > kMaxStartupTraceBytes) trace.stored.clear();
   return trace;
 }
 

@@ -34,7 +34,11 @@ std::vector<StoredRange> LocateStoredRanges(const OpenImage& image,
   std::vector<StoredRange> stored;
   std::map<const OpenLayer*, std::set<uint64_t>> taken;  // units already in `stored`
   std::vector<FileExtent> extents;
+  uint64_t bytes = 0;
   for (const ByteRange& r : ranges) {
+    // Within what a trace may hold and packs may carry: the first needed bytes, the rest is
+    // fetched by ranges as before.
+    if (stored.size() >= kMaxStartupTraceRanges || bytes >= kMaxStartupPackBytes) break;
     if (r.offset >= image.Size()) continue;
     extents.clear();
     image.stack().Locate(r.offset, r.length, &extents);
@@ -51,11 +55,15 @@ std::vector<StoredRange> LocateStoredRanges(const OpenImage& image,
         if (start >= end) continue;
         StoredRange* prev = stored.empty() ? nullptr : &stored.back();
         if (prev != nullptr && prev->blob == layer->spec().digest &&
-            prev->range.offset + prev->range.length == start) {
+            prev->range.offset + prev->range.length == start &&
+            prev->range.length + (end - start) <= kMaxStartupTraceRange) {
           prev->range.length += end - start;
-        } else {
+        } else if (stored.size() < kMaxStartupTraceRanges) {
           stored.push_back(StoredRange{layer->spec().digest, ByteRange{start, end - start}});
+        } else {
+          break;
         }
+        bytes += end - start;
       }
     }
   }

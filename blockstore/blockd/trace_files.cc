@@ -111,6 +111,7 @@ absl::StatusOr<std::vector<TracedFile>> MapRangesToFiles(const std::string& moun
     TracedFile file;
   };
   std::vector<Found> found;
+  size_t total = 0;  // file ranges found
   std::error_code ec;
   struct stat root_st;
   if (::stat(mount_point.c_str(), &root_st) != 0) {
@@ -149,7 +150,13 @@ absl::StatusOr<std::vector<TracedFile>> MapRangesToFiles(const std::string& moun
         const uint64_t a = std::max(p0, t->start), b = std::min(p1, t->end);
         if (a >= b) continue;
         f.first = std::min(f.first, t->first);
-        f.file.ranges.push_back(ByteRange{e.fe_logical + (a - p0), b - a});
+        // In pieces a trace may hold, and no more of them than it may hold in all.
+        for (uint64_t at = a; at < b && total < kMaxStartupTraceRanges;
+             at += kMaxStartupTraceRange) {
+          f.file.ranges.push_back(
+              ByteRange{e.fe_logical + (at - p0), std::min(kMaxStartupTraceRange, b - at)});
+          ++total;
+        }
       }
     });
     if (!s.ok() || f.file.ranges.empty()) continue;
