@@ -375,6 +375,24 @@ class BlockdDaemonTest : public ::testing::Test {
     ASSERT_NO_FATAL_FAILURE(Push(*trace_blob));
   }
 
+  // The traced image of the trace tests: data/read.bin and data/unread.bin (2 MiB each, made
+  // from `seed` and `seed + 1`) in a one-layer image; the daemon started, the image attached,
+  // read.bin read through it, and the attachment's trace saved and pushed.
+  void RecordTracedImage(const std::string& name, uint64_t seed,
+                         std::map<std::string, std::string>* files, Blob* blob,
+                         std::unique_ptr<pb::Blockd::Stub>* stub, pb::AttachResponse* resp,
+                         Blob* trace_blob) {
+    *files = {{"data/read.bin", RandomData(2 << 20, seed)},
+              {"data/unread.bin", RandomData(2 << 20, seed + 1)}};
+    std::string image;
+    ASSERT_NO_FATAL_FAILURE(MakeImage(name, *files, &image, blob));
+    ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
+    *stub = daemon_->Connect();
+    ASSERT_NO_FATAL_FAILURE(AttachBlob(**stub, *blob, resp));
+    EXPECT_TRUE(ReadWhole(resp->mount_point() + "/data/read.bin") == files->at("data/read.bin"));
+    ASSERT_NO_FATAL_FAILURE(SaveAndPushTrace(**stub, resp->id(), trace_blob));
+  }
+
   // Restarts the daemon with an empty node cache.
   void RestartCold() {
     EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
@@ -581,18 +599,11 @@ TEST_F(BlockdDaemonTest, StartupTraceIsRecordedThenPrefetchedOnTheNextAttach) {
 // nothing, and no range of the layer is fetched but the few an open reads (its head and tail).
 // A pack the registry lacks only costs the pack: the ranges are fetched as before.
 TEST_F(BlockdDaemonTest, StartupPackFillsTheNodeCacheInOneGet) {
-  const std::map<std::string, std::string> files = {{"data/read.bin", RandomData(2 << 20, 7)},
-                                                    {"data/unread.bin", RandomData(2 << 20, 8)}};
-  std::string image;
-  Blob blob;
-  ASSERT_NO_FATAL_FAILURE(MakeImage("packed", files, &image, &blob));
-  ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
-  auto stub = daemon_->Connect();
+  std::map<std::string, std::string> files;
+  Blob blob, trace_blob;
+  std::unique_ptr<pb::Blockd::Stub> stub;
   pb::AttachResponse resp;
-  ASSERT_NO_FATAL_FAILURE(AttachBlob(*stub, blob, &resp));
-  EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
-  Blob trace_blob;
-  ASSERT_NO_FATAL_FAILURE(SaveAndPushTrace(*stub, resp.id(), &trace_blob));
+  ASSERT_NO_FATAL_FAILURE(RecordTracedImage("packed", 7, &files, &blob, &stub, &resp, &trace_blob));
   absl::StatusOr<StartupTrace> trace = ParseStartupTrace(ReadWhole(trace_blob.path));
   ASSERT_TRUE(trace.ok()) << trace.status();
   ASSERT_FALSE(trace->stored.empty());
@@ -666,18 +677,11 @@ TEST_F(BlockdDaemonTest, StartupPackFillsTheNodeCacheInOneGet) {
 // Warm (what the snapshotter calls when it pulls a traced image) fills the node cache with the
 // trace's blocks without a device, so that a later attach reads them without fetching.
 TEST_F(BlockdDaemonTest, WarmPrefetchesATraceWithoutADevice) {
-  const std::map<std::string, std::string> files = {{"data/read.bin", RandomData(2 << 20, 5)},
-                                                    {"data/unread.bin", RandomData(2 << 20, 6)}};
-  std::string image;
-  Blob blob;
-  ASSERT_NO_FATAL_FAILURE(MakeImage("warmed", files, &image, &blob));
-  ASSERT_TRUE(daemon_->Start(Config()).ok()) << daemon_->Log();
-  auto stub = daemon_->Connect();
+  std::map<std::string, std::string> files;
+  Blob blob, trace_blob;
+  std::unique_ptr<pb::Blockd::Stub> stub;
   pb::AttachResponse resp;
-  ASSERT_NO_FATAL_FAILURE(AttachBlob(*stub, blob, &resp));
-  EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
-  Blob trace_blob;
-  ASSERT_NO_FATAL_FAILURE(SaveAndPushTrace(*stub, resp.id(), &trace_blob));
+  ASSERT_NO_FATAL_FAILURE(RecordTracedImage("warmed", 5, &files, &blob, &stub, &resp, &trace_blob));
   ASSERT_NO_FATAL_FAILURE(RestartCold());
   stub = daemon_->Connect();
 
