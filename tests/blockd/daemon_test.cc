@@ -393,6 +393,17 @@ class BlockdDaemonTest : public ::testing::Test {
     ASSERT_NO_FATAL_FAILURE(SaveAndPushTrace(**stub, resp->id(), trace_blob));
   }
 
+  // Bytes attachment `id` fetched from the registry so far (its Stat), 0 when Stat fails.
+  static uint64_t BytesFetched(pb::Blockd::Stub& stub, const std::string& id) {
+    pb::StatRequest req;
+    req.set_id(id);
+    pb::StatResponse stat;
+    grpc::ClientContext ctx;
+    grpc::Status s = stub.Stat(&ctx, req, &stat);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return stat.bytes_fetched();
+  }
+
   // Restarts the daemon with an empty node cache.
   void RestartCold() {
     EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Log();
@@ -557,25 +568,15 @@ TEST_F(BlockdDaemonTest, StartupTraceIsRecordedThenPrefetchedOnTheNextAttach) {
   }
   ASSERT_TRUE(Eventually([&] { return absl::StrContains(daemon_->Log(), "prefetched in"); }))
       << daemon_->Log();
-  pb::StatRequest stat_req;
-  stat_req.set_id(resp.id());
-  pb::StatResponse before, after;
-  {
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(stub->Stat(&ctx, stat_req, &before).ok());
-  }
-  EXPECT_GE(before.bytes_fetched(), uint64_t{2} << 20);
-  EXPECT_LT(before.bytes_fetched(), blob.size - (uint64_t{1} << 20)) << "the unread file came too";
+  const uint64_t before = BytesFetched(*stub, resp.id());
+  EXPECT_GE(before, uint64_t{2} << 20);
+  EXPECT_LT(before, blob.size - (uint64_t{1} << 20)) << "the unread file came too";
   // The traced file's bytes were read ahead into its page cache; the other file's were not.
   EXPECT_EQ(ResidentBytes(resp.mount_point() + "/data/read.bin"), uint64_t{2} << 20);
   EXPECT_LT(ResidentBytes(resp.mount_point() + "/data/unread.bin"), uint64_t{1} << 20);
   EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
   EXPECT_EQ(ReadWhole(resp.mount_point() + "/etc/hello.txt"), files.at("etc/hello.txt"));
-  {
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(stub->Stat(&ctx, stat_req, &after).ok());
-  }
-  EXPECT_EQ(after.bytes_fetched(), before.bytes_fetched()) << "the traced reads were not local";
+  EXPECT_EQ(BytesFetched(*stub, resp.id()), before) << "the traced reads were not local";
   EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/unread.bin") == files.at("data/unread.bin"));
 
   // A trace the registry does not have: logged, the attach works all the same.
@@ -643,12 +644,7 @@ TEST_F(BlockdDaemonTest, StartupPackFillsTheNodeCacheInOneGet) {
     EXPECT_TRUE(s.ok()) << s.error_message() << "\n" << daemon_->Log();
     EXPECT_TRUE(Eventually([&] { return Occurrences(daemon_->Log(), "prefetched in") > done; }))
         << daemon_->Log();
-    pb::StatRequest stat_req;
-    stat_req.set_id(resp.id());
-    pb::StatResponse stat;
-    grpc::ClientContext stat_ctx;
-    EXPECT_TRUE(stub->Stat(&stat_ctx, stat_req, &stat).ok());
-    return stat.bytes_fetched();
+    return BytesFetched(*stub, resp.id());
   };
 
   const uint64_t fetched =
@@ -657,14 +653,7 @@ TEST_F(BlockdDaemonTest, StartupPackFillsTheNodeCacheInOneGet) {
       << daemon_->Log();
   EXPECT_LT(fetched, uint64_t{1} << 20) << "the layer's stored ranges were fetched, not packed";
   EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
-  pb::StatRequest stat_req;
-  stat_req.set_id(resp.id());
-  pb::StatResponse after;
-  {
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(stub->Stat(&ctx, stat_req, &after).ok());
-  }
-  EXPECT_EQ(after.bytes_fetched(), fetched) << "the traced reads were not local";
+  EXPECT_EQ(BytesFetched(*stub, resp.id()), fetched) << "the traced reads were not local";
 
   const uint64_t without = attach_with(
       StartupPackRef{Sha256Digest("no such pack"), pack.size(), trace->stored.size()}, "unpacked");
@@ -705,14 +694,7 @@ TEST_F(BlockdDaemonTest, WarmPrefetchesATraceWithoutADevice) {
   }
   ASSERT_NO_FATAL_FAILURE(AttachBlob(*stub, blob, &resp));
   EXPECT_TRUE(ReadWhole(resp.mount_point() + "/data/read.bin") == files.at("data/read.bin"));
-  pb::StatRequest stat_req;
-  stat_req.set_id(resp.id());
-  pb::StatResponse stat;
-  {
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(stub->Stat(&ctx, stat_req, &stat).ok());
-  }
-  EXPECT_EQ(stat.bytes_fetched(), 0u) << "the warmed blocks were fetched again";
+  EXPECT_EQ(BytesFetched(*stub, resp.id()), 0u) << "the warmed blocks were fetched again";
   {
     pb::WarmRequest empty;
     pb::WarmResponse r;
