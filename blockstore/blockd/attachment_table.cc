@@ -16,17 +16,12 @@
 #include "spdlog/spdlog.h"
 
 namespace dadi::blockstore::blockd {
-namespace {
 
-// Packs fetched at once. One: on a slow link, packs fetched side by side share it and each
+// Starts fetching `packs` from `repository` on one thread, in order: one future per pack in
+// `fetched->packs`. One at a time: on a slow link, packs fetched side by side share it and each
 // arrives later, while the container could already be reading the first (at 100 Mbit/s, 593-604
-// against 647-656 ms to python3's first output; on loopback 283-307 against 272-276).
-constexpr size_t kPackFetchers = 1;
-
-}  // namespace
-
-// Starts fetching `packs` from `repository`: kPackFetchers threads, fetcher k taking packs k,
-// k + kPackFetchers, ...; one future per pack in `fetched->packs`.
+// against 647-656 ms to python3's first output with two at a time; on loopback 283-307 against
+// 272-276).
 void AttachmentTable::StartFetchingPacks(ImageOpener* opener, const std::string& repository,
                                          const std::vector<StartupPackRef>& packs,
                                          const std::shared_ptr<std::atomic<bool>>& stop,
@@ -35,18 +30,13 @@ void AttachmentTable::StartFetchingPacks(ImageOpener* opener, const std::string&
   auto promises =
       std::make_shared<std::vector<std::promise<absl::StatusOr<std::string>>>>(packs.size());
   for (auto& p : *promises) fetched->packs.push_back(p.get_future().share());
-  for (size_t k = 0; k < std::min(kPackFetchers, packs.size()); ++k) {
-    fetched->fetchers.push_back(
-        std::async(std::launch::async, [opener, repository, packs, stop, promises, k] {
-          for (size_t i = k; i < packs.size(); i += kPackFetchers) {
-            if (*stop) {
-              (*promises)[i].set_value(absl::CancelledError("stopped"));
-              continue;
-            }
-            (*promises)[i].set_value(opener->FetchStartupPack(repository, packs[i]));
-          }
-        }).share());
-  }
+  fetched->fetcher =
+      std::async(std::launch::async, [opener, repository, packs, stop, promises] {
+        for (size_t i = 0; i < packs.size(); ++i) {
+          (*promises)[i].set_value(*stop ? absl::CancelledError("stopped")
+                                         : opener->FetchStartupPack(repository, packs[i]));
+        }
+      }).share();
 }
 
 namespace {

@@ -120,12 +120,12 @@ class AttachmentTable {
   void StartJob(std::function<void()> fn);
   // A startup trace being fetched (on a thread of its own, so that it overlaps opening the
   // layers) and when that started.
-  // A fetched trace, and its packs being fetched (in order, a few at a time) when it names
-  // some: the prefetch fills the node cache from each as it arrives.
+  // A fetched trace, and its packs being fetched (in order) when it names some: the prefetch
+  // fills the node cache from each as it arrives.
   struct FetchedTrace {
     StartupTrace trace;
     std::vector<std::shared_future<absl::StatusOr<std::string>>> packs;
-    std::vector<std::shared_future<void>> fetchers;  // joined when the last copy goes
+    std::shared_future<void> fetcher;  // joined when the last copy goes
   };
   struct PendingTrace {
     BlobRef ref;
