@@ -126,7 +126,6 @@ absl::StatusOr<PackFillResult> FillFromPack(const OpenImage& image,
       return true;
     };
     if (absl::Status s = layer->remote().PrefetchFrom(ranges, source); !s.ok()) return s;
-    ++result.blobs;
   }
   return result;
 }

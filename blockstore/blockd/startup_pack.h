@@ -25,7 +25,6 @@ std::vector<StoredRange> LocateStoredRanges(const OpenImage& image,
                                             const std::vector<ByteRange>& ranges);
 
 struct PackFillResult {
-  size_t blobs = 0;         // layer blobs filled
   uint64_t pack_bytes = 0;  // bytes of the pack
 };
 

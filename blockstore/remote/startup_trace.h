@@ -56,7 +56,6 @@ inline constexpr uint64_t kMaxStartupTraceRange = 64 << 20;
 // them together hold at most kMaxStartupPackBytes.
 inline constexpr uint64_t kMaxStartupPackBytes = 256 << 20;
 inline constexpr size_t kMaxStartupPacks = 1024;
-inline constexpr absl::string_view kStartupPackMediaType = "application/vnd.dadi.startup-pack.v1";
 
 // A range of the disk the trace was recorded on.
 using TraceRange = ByteRange;
